@@ -1,0 +1,1 @@
+//! Blocking rtnetlink client (work in progress).

@@ -1,0 +1,1 @@
+//! In-process nf_tables client (work in progress).
