@@ -1,0 +1,1 @@
+//! Helpers for integration tests: locate built binaries, run them like a runtime.
