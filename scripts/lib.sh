@@ -1,0 +1,35 @@
+# Shared shell helpers for the scripts in this directory.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO_ROOT
+
+# System packages the project needs on a fresh Debian machine (tests, reference peer, e2e).
+SYSTEM_PACKAGES=(containernetworking-plugins nftables iptables iproute2 busybox-static jq
+                 docker.io containerd procps)
+
+need_root() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "error: $0 must run as root (it creates network namespaces, bridges and nftables state)" >&2
+        exit 1
+    fi
+}
+
+# Installs missing Debian packages (idempotent, quiet when everything is there).
+install_system_packages() {
+    local missing=()
+    for p in "${SYSTEM_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo ">> apt-get install ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# Builds every binary in release mode and prints the directory holding them.
+build_release() {
+    (cd "$REPO_ROOT" && cargo build --release --workspace --bins -q) >&2
+    echo "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release"
+}

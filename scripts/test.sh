@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project: formatting, clippy, unit tests, and the
+# integration tests that exec the built plugins in real network namespaces (root needed).
+source "$(dirname "$0")/lib.sh"
+need_root
+install_system_packages
+cd "$REPO_ROOT"
+echo ">> cargo fmt --check"
+cargo fmt --all -- --check
+echo ">> cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -q -- -D warnings
+echo ">> cargo test"
+# Integration tests build namespaces and bridges; run test binaries one at a time so two
+# suites never fight over the host's nftables or sysctls, while tests inside a suite still run
+# in parallel.
+cargo test --workspace -q -- --test-threads="${TEST_THREADS:-4}"
