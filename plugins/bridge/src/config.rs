@@ -124,7 +124,10 @@ pub fn load(req: &Request) -> Result<Conf, CniError> {
             raw.mtu
         )));
     }
-    let bridge = raw.bridge.filter(|b| !b.is_empty()).unwrap_or_else(|| "cni0".into());
+    let bridge = raw
+        .bridge
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "cni0".into());
     cni_core::env::validate_ifname(&bridge)
         .map_err(|e| CniError::config(format!("invalid bridge name {bridge:?}: {}", e.msg)))?;
     if raw.vlan != 0 && raw.ipam.as_ref().is_some_and(|i| !i.kind.is_empty()) {
@@ -317,9 +320,18 @@ mod tests {
         for (j, m) in [
             (r#"[{"id":0}]"#, "incorrect trunk id parameter"),
             (r#"[{"id":4095}]"#, "incorrect trunk id parameter"),
-            (r#"[{"minid":0,"maxid":3}]"#, "incorrect trunk minID parameter"),
-            (r#"[{"minid":1,"maxid":5000}]"#, "incorrect trunk maxID parameter"),
-            (r#"[{"minid":5,"maxid":3}]"#, "minID is greater than maxID in trunk parameter"),
+            (
+                r#"[{"minid":0,"maxid":3}]"#,
+                "incorrect trunk minID parameter",
+            ),
+            (
+                r#"[{"minid":1,"maxid":5000}]"#,
+                "incorrect trunk maxID parameter",
+            ),
+            (
+                r#"[{"minid":5,"maxid":3}]"#,
+                "minID is greater than maxID in trunk parameter",
+            ),
             (
                 r#"[{"maxid":3}]"#,
                 "minID and maxID should be configured simultaneously, minID is missing",
@@ -341,7 +353,14 @@ mod tests {
         );
         assert_eq!(parse_mac("02-42-ac-11-00-02").unwrap()[5], 2);
         assert_eq!(parse_mac("0242.ac11.0002").unwrap()[2], 0xac);
-        for bad in ["", "02:42:ac:11:00", "zz:42:ac:11:00:02", "01:00:5e:00:00:01", "00:00:00:00:00:00", "02:42:ac:11:00:02:03"] {
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "zz:42:ac:11:00:02",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "02:42:ac:11:00:02:03",
+        ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
         }
         assert_eq!(format_mac(&[2, 0, 0, 0, 0, 0xab]), "02:00:00:00:00:ab");

@@ -208,8 +208,14 @@ mod tests {
             ips: vec![ip("10.1.2.5/24", Some("10.1.2.1"))],
             routes: vec![
                 Route::new("0.0.0.0/0".parse().unwrap(), None),
-                Route::new("0.0.0.0/0".parse().unwrap(), Some("10.1.2.1".parse().unwrap())),
-                Route::new("192.168.0.0/16".parse().unwrap(), Some("10.1.2.9".parse().unwrap())),
+                Route::new(
+                    "0.0.0.0/0".parse().unwrap(),
+                    Some("10.1.2.1".parse().unwrap()),
+                ),
+                Route::new(
+                    "192.168.0.0/16".parse().unwrap(),
+                    Some("10.1.2.9".parse().unwrap()),
+                ),
             ],
             ..Default::default()
         };

@@ -1,0 +1,141 @@
+//! CHECK: the attachment still looks the way ADD left it (the reference's checks; unlike the
+//! reference it also works on an L2-only bridge, where there is no IPAM to ask).
+
+use cni_core::{delegate, CniError, Command, Request};
+use cni_netlink::{NetNs, Netlink};
+
+use crate::config::{self, format_mac};
+use crate::container::to_nl_route;
+use crate::errors::{bad_netns, NlContext};
+
+pub fn check(req: &Request) -> Result<(), CniError> {
+    let conf = config::load(req)?;
+    let ns = NetNs::open(&req.env.netns).map_err(|e| bad_netns(&req.env.netns, e))?;
+    if conf.l3() {
+        delegate::run(&conf.ipam_type, Command::Check, req)?;
+    }
+    let prev = req
+        .prev_result()?
+        .ok_or_else(|| CniError::internal("Required prevResult missing"))?;
+    let ifname = &req.env.ifname;
+    let mut hnl = Netlink::new().map_err(crate::errors::nl)?;
+    let mut cnl = Netlink::new_in_netns(&ns).map_err(crate::errors::nl)?;
+
+    // Bridge.
+    let br_if = prev.interfaces.iter().find(|i| i.name == conf.bridge);
+    let br = hnl
+        .link_by_name(&conf.bridge)
+        .ctx(|| format!("look up bridge {:?}", conf.bridge))?
+        .ok_or_else(|| CniError::internal(format!("bridge {:?} not found", conf.bridge)))?;
+    if !br.is_bridge() {
+        return Err(CniError::internal(format!(
+            "{:?} is not a bridge",
+            conf.bridge
+        )));
+    }
+    if let Some(bi) = br_if.filter(|b| !b.mac.is_empty()) {
+        let live = br.mac.map(|m| format_mac(&m)).unwrap_or_default();
+        if !live.eq_ignore_ascii_case(&bi.mac) {
+            return Err(CniError::internal(format!(
+                "bridge {:?} MAC {live} does not match prevResult MAC {}",
+                conf.bridge, bi.mac
+            )));
+        }
+    }
+    if br.is_promisc() != conf.promisc {
+        return Err(CniError::internal(format!(
+            "Bridge interface {} configured Promisc Mode {} doesn't match current state: {} ",
+            conf.bridge,
+            conf.promisc,
+            br.is_promisc()
+        )));
+    }
+
+    // Container interface.
+    let cont_if = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == *ifname && !i.sandbox.is_empty())
+        .ok_or_else(|| {
+            CniError::internal(format!("interface {ifname:?} not found in prevResult"))
+        })?;
+    if cont_if.sandbox != req.env.netns {
+        return Err(CniError::internal(format!(
+            "Sandbox in prevResult {} doesn't match configured netns: {}",
+            cont_if.sandbox, req.env.netns
+        )));
+    }
+    let c = cnl
+        .link_by_name(ifname)
+        .ctx(|| format!("look up {ifname:?} in the container"))?
+        .ok_or_else(|| CniError::internal(format!("{ifname:?} not found in {}", req.env.netns)))?;
+    if !c.is_veth() {
+        return Err(CniError::internal(format!(
+            "{ifname:?} in the container is not a veth"
+        )));
+    }
+    let live = c.mac.map(|m| format_mac(&m)).unwrap_or_default();
+    if !cont_if.mac.is_empty() && !live.eq_ignore_ascii_case(&cont_if.mac) {
+        return Err(CniError::internal(format!(
+            "{ifname:?} MAC {live} does not match prevResult MAC {}",
+            cont_if.mac
+        )));
+    }
+
+    // Host end: the container end's peer, enslaved to our bridge.
+    let peer = c.link.unwrap_or(0);
+    let host = hnl.link_by_index(peer).ctx(|| "look up host veth".into())?;
+    match host {
+        Some(h) if h.master == Some(br.index) && h.is_veth() => {}
+        _ => {
+            return Err(CniError::internal(format!(
+                "CNI veth created for bridge {} was not found",
+                conf.bridge
+            )))
+        }
+    }
+
+    // Addresses and routes.
+    let addrs = cnl
+        .addresses(Some(c.index), None)
+        .ctx(|| format!("list addresses of {ifname:?}"))?;
+    for ip in &prev.ips {
+        if !addrs
+            .iter()
+            .any(|a| a.ip == ip.address.ip() && a.prefix_len == ip.address.prefix())
+        {
+            return Err(CniError::internal(format!(
+                "Failed to match addr {} on interface {ifname}",
+                ip.address
+            )));
+        }
+    }
+    for r in &prev.routes {
+        let want = to_nl_route(r, c.index);
+        let fam = if r.dst.is_ipv4() {
+            cni_netlink::Family::V4
+        } else {
+            cni_netlink::Family::V6
+        };
+        let table = r.table;
+        let routes = cnl
+            .routes(fam, table)
+            .ctx(|| "list container routes".into())?;
+        let found = routes.iter().any(|have| {
+            have.dst == want.dst
+                && (r.gw.is_none()
+                    || have.gateway == r.gw
+                    || have.multipath.iter().any(|n| n.gateway == r.gw))
+        });
+        if !found {
+            let gw =
+                r.gw.map(|g| g.to_string())
+                    .unwrap_or_else(|| "<nil>".into());
+            return Err(CniError::internal(format!(
+                "Expected Route {{Dst:{} GW:{gw}}} not found in routing table",
+                r.dst
+            )));
+        }
+    }
+    Ok(())
+}

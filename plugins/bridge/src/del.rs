@@ -1,0 +1,134 @@
+//! DEL: idempotent and best-effort. Everything this plugin made for the attachment is removed
+//! even when CNI_NETNS is empty or dead (what `ctr run --cni` sends): the veth through the
+//! prevResult's host interface, and the masquerade state by attachment identity.
+
+use std::net::IpAddr;
+
+use cni_core::{delegate, CniError, Command, Request};
+use cni_netlink::{Family, NetNs, Netlink};
+
+use crate::config::{self, Conf};
+use crate::errors::nl;
+use crate::firewall;
+
+pub fn del(req: &Request) -> Result<(), CniError> {
+    let conf = config::load(req)?;
+    let prev = match req.prev_result() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("bridge: DEL ignores an unreadable prevResult: {e}");
+            None
+        }
+    };
+    let mut ips: Option<Vec<IpAddr>> = prev
+        .as_ref()
+        .filter(|p| !p.ips.is_empty())
+        .map(|p| p.ips.iter().map(|i| i.address.ip()).collect());
+    let mut errors: Vec<CniError> = Vec::new();
+
+    let removed = remove_container_link(req, &mut ips).unwrap_or_else(|e| {
+        eprintln!("bridge: DEL: {e}");
+        false
+    });
+    if !removed {
+        if let Some(p) = &prev {
+            if let Err(e) = remove_host_veth(&conf, p) {
+                eprintln!("bridge: DEL: {e}");
+            }
+        }
+    }
+    if conf.l3() {
+        if let Err(e) = delegate::run(&conf.ipam_type, Command::Del, req) {
+            errors.push(e);
+        }
+    }
+    if let Err(e) = firewall::teardown(
+        &conf,
+        &req.env.container_id,
+        &req.env.ifname,
+        ips.as_deref(),
+    ) {
+        errors.push(e);
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => {
+            let first = errors[0].code;
+            let msg: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            Err(CniError::with_code(first, msg.join("; ")))
+        }
+    }
+}
+
+/// Deletes CNI_IFNAME inside CNI_NETNS (which removes the pair), collecting its global
+/// addresses when the prevResult did not give them. Returns whether the link was found.
+fn remove_container_link(req: &Request, ips: &mut Option<Vec<IpAddr>>) -> Result<bool, CniError> {
+    let path = &req.env.netns;
+    if path.is_empty() {
+        return Ok(false);
+    }
+    let ns = match NetNs::open(path) {
+        Ok(ns) => ns,
+        Err(e) if e.is_not_found() => return Ok(false), // netns already gone: so is the veth
+        Err(e) => {
+            return Err(CniError::internal(format!(
+                "cannot open netns {path:?} ({e}); cleaning up from the prevResult instead"
+            )))
+        }
+    };
+    let mut cnl = Netlink::new_in_netns(&ns).map_err(nl)?;
+    let Some(link) = cnl.link_by_name(&req.env.ifname).map_err(nl)? else {
+        return Ok(false);
+    };
+    if ips.is_none() {
+        let addrs = cnl.addresses(Some(link.index), None).map_err(nl)?;
+        let global: Vec<IpAddr> = addrs
+            .iter()
+            .filter(|a| a.scope == 0 && !(Family::of(&a.ip) == Family::V6 && is_link_local6(&a.ip)))
+            .map(|a| a.ip)
+            .collect();
+        if !global.is_empty() {
+            *ips = Some(global);
+        }
+    }
+    match cnl.delete_link(link.index) {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(true),
+        Err(e) => Err(CniError::internal(format!(
+            "failed to delete {:?} in {path}: {e}",
+            req.env.ifname
+        ))),
+    }
+}
+
+fn is_link_local6(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+/// Without a usable netns, remove the host end named in the prevResult — but only if it still
+/// is a veth on our bridge (names can be reused).
+fn remove_host_veth(conf: &Conf, prev: &cni_core::CniResult) -> Result<(), CniError> {
+    let Some(host_if) = prev
+        .interfaces
+        .iter()
+        .find(|i| i.sandbox.is_empty() && i.name != conf.bridge && i.name.starts_with("veth"))
+    else {
+        return Ok(());
+    };
+    let mut hnl = Netlink::new().map_err(nl)?;
+    let Some(br) = hnl.link_by_name(&conf.bridge).map_err(nl)? else {
+        return Ok(());
+    };
+    let Some(l) = hnl.link_by_name(&host_if.name).map_err(nl)? else {
+        return Ok(());
+    };
+    if l.is_veth() && l.master == Some(br.index) {
+        match hnl.delete_link(l.index) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(nl(e)),
+        }
+    }
+    Ok(())
+}
