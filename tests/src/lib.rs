@@ -1,1 +1,282 @@
-//! Helpers for integration tests: locate built binaries, run them like a runtime.
+//! Helpers for integration tests and benchmarks: locate the built binaries, create throwaway
+//! network namespaces (removed on drop, also when a test fails), and run plugins exactly as a
+//! runtime does (CNI_* env + JSON on stdin), optionally inside a throwaway "host" netns so
+//! bridges and nftables state never touch the real host.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+/// The directory holding the built binaries (`target/<profile>`), derived from the running
+/// test executable (`target/<profile>/deps/<test>`), or `CNI_TEST_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("CNI_TEST_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of a built plugin binary; panics with the fix when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Debian's reference plugins (package containernetworking-plugins).
+pub const REFERENCE_DIR: &str = "/usr/lib/cni";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short name: `<prefix><pid mod 1e5><counter>`, so parallel tests and test binaries
+/// never collide, and interface names built from it stay within 15 characters.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}{n}", std::process::id() % 100_000)
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+pub struct Netns {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns {
+            path: PathBuf::from(format!("/run/netns/{name}")),
+            name,
+        };
+        // Loopback up so local tools behave; the plugins never rely on it.
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().expect("utf-8 path")
+    }
+
+    /// `ip -n <ns> ARGS...`, panicking with stderr on failure.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// `ip -j -n <ns> ARGS...` parsed as JSON.
+    pub fn ip_json(&self, args: &[&str]) -> Value {
+        let mut v = vec!["ip", "-j", "-n", &self.name];
+        v.extend_from_slice(args);
+        serde_json::from_str(&sh(&v)).unwrap_or(Value::Null)
+    }
+
+    /// Runs any command inside the netns; returns the raw output (does not panic).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("spawn ip netns exec")
+    }
+
+    /// `busybox ping` from this netns; true when a reply came back.
+    pub fn ping(&self, addr: &str) -> bool {
+        self.exec(&["busybox", "ping", "-c", "1", "-W", "1", addr])
+            .status
+            .success()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Runs a command, panicking with its stderr when it fails; returns stdout.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn str(&self) -> &str {
+        self.0.to_str().expect("utf-8 path")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One plugin invocation, as a runtime makes it.
+pub struct Call<'a> {
+    pub plugin: &'a Path,
+    pub command: &'a str,
+    pub container_id: &'a str,
+    pub netns: &'a str,
+    pub ifname: &'a str,
+    pub cni_path: &'a str,
+    pub args: &'a str,
+    /// Run the plugin inside this netns (a throwaway "host").
+    pub host: Option<&'a Netns>,
+    pub extra_env: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Call<'a> {
+    pub fn new(plugin: &'a Path, command: &'a str) -> Call<'a> {
+        Call {
+            plugin,
+            command,
+            container_id: "",
+            netns: "",
+            ifname: "",
+            cni_path: "",
+            args: "",
+            host: None,
+            extra_env: &[],
+        }
+    }
+}
+
+/// What a plugin printed.
+#[derive(Debug)]
+pub struct Reply {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
+    }
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+    /// Asserts failure and returns (code, msg) of the error JSON.
+    pub fn err(&self) -> (u64, String) {
+        assert_ne!(self.code, 0, "expected failure, got success: {}", self.stdout);
+        let v = self.json();
+        (
+            v["code"].as_u64().expect("error code"),
+            v["msg"].as_str().unwrap_or("").to_string(),
+        )
+    }
+    /// Asserts success, with the error in the panic message.
+    pub fn expect_ok(self) -> Reply {
+        assert_eq!(
+            self.code, 0,
+            "plugin failed: stdout={} stderr={}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+pub fn run(call: &Call<'_>, stdin: &str) -> Reply {
+    let mut cmd = Command::new(call.plugin);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", call.command)
+        .env("CNI_CONTAINERID", call.container_id)
+        .env("CNI_NETNS", call.netns)
+        .env("CNI_IFNAME", call.ifname)
+        .env("CNI_PATH", call.cni_path)
+        .env("CNI_ARGS", call.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in call.extra_env {
+        cmd.env(k, v);
+    }
+    let host_file = call
+        .host
+        .map(|h| File::open(&h.path).expect("open host netns"));
+    if let Some(f) = &host_file {
+        let fd = f.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+        // which is async-signal-safe; `fd` stays open in the child (inherited, not CLOEXEC'd
+        // until exec).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .ok();
+    let out = child.wait_with_output().expect("wait plugin");
+    Reply {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A CNI_PATH directory containing symlinks to the given binaries, removed on drop — so a test
+/// can combine our plugins with the reference ones under the names a conflist uses.
+pub struct PluginDir(pub TempDir);
+
+impl PluginDir {
+    pub fn new(links: &[(&str, &Path)]) -> PluginDir {
+        let d = TempDir::new("cnibin");
+        for (name, target) in links {
+            std::os::unix::fs::symlink(target, d.path().join(name)).expect("symlink plugin");
+        }
+        PluginDir(d)
+    }
+    pub fn path(&self) -> &str {
+        self.0.str()
+    }
+}
