@@ -199,7 +199,6 @@ fn create_veth(
             peer_mac: Some(cont_mac),
             master: Some(br.index),
             up: true,
-            peer_up: false,
         };
         match hnl.create_veth(&v) {
             Ok(l) => {

@@ -1,30 +1,68 @@
-//! Masquerade and forwarding state for the bridge (nftables in-process by default).
+//! Masquerade and forwarding state of the bridge. The default backend speaks nf_tables
+//! in-process (`cni_nft`): one transaction per ADD or DEL, per-container state as map elements
+//! tagged with (network, containerID, ifname), so DEL without IPs and GC find them.
 
 use std::net::IpAddr;
 
+use ipnetwork::IpNetwork;
+
 use cni_core::{CniError, CniResult};
+use cni_nft::masq::MasqSetup;
 
-use crate::config::Conf;
+use crate::config::{Conf, MasqBackend};
+use crate::iptables;
 
+fn nft_err(e: cni_nft::Error) -> CniError {
+    CniError::internal(e.to_string())
+}
+
+/// Programs masquerade for the attachment's addresses (when `ipMasq`).
 pub fn setup(
-    _conf: &Conf,
-    _id: &str,
-    _ifname: &str,
+    conf: &Conf,
+    id: &str,
+    ifname: &str,
     _bridge: &str,
-    _result: &CniResult,
+    result: &CniResult,
 ) -> Result<(), CniError> {
-    Ok(())
+    if !conf.ip_masq || result.ips.is_empty() {
+        return Ok(());
+    }
+    let ips: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+    match conf.masq_backend {
+        MasqBackend::Nftables => {
+            let pairs: Vec<(IpAddr, u8)> = ips.iter().map(|n| (n.ip(), n.prefix())).collect();
+            MasqSetup::new()
+                .and_then(|mut m| m.add(&conf.name, id, ifname, &pairs))
+                .map_err(|e| nft_err(e).context("failed to set up masquerade"))
+        }
+        MasqBackend::Iptables => iptables::setup(&conf.name, id, &ips),
+    }
 }
 
+/// Removes the attachment's masquerade state; `ips` when known (prevResult or the live link),
+/// otherwise elements are found by their tag. Missing state is success.
 pub fn teardown(
-    _conf: &Conf,
-    _id: &str,
-    _ifname: &str,
-    _ips: Option<&[IpAddr]>,
+    conf: &Conf,
+    id: &str,
+    ifname: &str,
+    ips: Option<&[IpAddr]>,
 ) -> Result<(), CniError> {
-    Ok(())
+    if !conf.ip_masq {
+        return Ok(());
+    }
+    match conf.masq_backend {
+        MasqBackend::Nftables => MasqSetup::new()
+            .and_then(|mut m| m.del(&conf.name, id, ifname, ips))
+            .map_err(|e| nft_err(e).context("failed to remove masquerade")),
+        MasqBackend::Iptables => iptables::teardown(&conf.name, id, ips),
+    }
 }
 
-pub fn gc(_conf: &Conf, _valid: &[(String, String)]) -> Result<(), CniError> {
-    Ok(())
+/// Drops masquerade elements of this network whose attachment is not in `valid`.
+pub fn gc(conf: &Conf, valid: &[(String, String)]) -> Result<(), CniError> {
+    let v: Vec<(&str, &str)> = valid.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    MasqSetup::new()
+        .and_then(|mut m| m.gc(&conf.name, &v))
+        .map(|_| ())
+        .map_err(|e| nft_err(e).context("GC of masquerade state"))
 }

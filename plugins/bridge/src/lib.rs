@@ -14,5 +14,6 @@ pub mod firewall;
 pub mod gateway;
 pub mod host;
 pub mod ids;
+pub mod iptables;
 pub mod plugin;
 pub mod port;

@@ -90,7 +90,6 @@ pub fn ensure_vlan_gateway_if(
         peer_name: &peer,
         mtu: (mtu != 0).then_some(mtu),
         up: true,
-        peer_up: true,
         ..Default::default()
     });
     let l = match created {
@@ -111,8 +110,15 @@ pub fn ensure_vlan_gateway_if(
         .link_by_name(&peer)
         .ctx(|| format!("look up {peer:?}"))?
         .ok_or_else(|| CniError::internal(format!("peer {peer:?} of {name:?} vanished")))?;
-    nl.set_master(p.index, br.index)
-        .ctx(|| format!("attach {peer:?} to bridge {:?}", br.name))?;
+    nl.update_link(
+        p.index,
+        &cni_netlink::LinkUpdate {
+            master: Some(br.index),
+            up: Some(true),
+            ..Default::default()
+        },
+    )
+    .ctx(|| format!("attach {peer:?} to bridge {:?}", br.name))?;
     for v in nl
         .bridge_vlan_list(p.index)
         .ctx(|| format!("list vlans of {peer:?}"))?
