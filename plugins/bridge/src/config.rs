@@ -45,6 +45,9 @@ pub struct Conf {
     pub dns: Dns,
     /// Container-side MAC: runtimeConfig.mac > args.cni.mac > CNI_ARGS MAC.
     pub mac: Option<[u8; 6]>,
+    /// Our extension (ignored by the reference): drop traffic between this bridge and our other
+    /// bridges. Default true.
+    pub isolate_bridges: bool,
 }
 
 impl Conf {
@@ -84,6 +87,8 @@ struct Raw {
     #[serde(rename = "portisolation")]
     port_isolation: bool,
     ipam: Option<RawIpam>,
+    #[serde(rename = "isolatebridges")]
+    isolate_bridges: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -180,6 +185,7 @@ pub fn load(req: &Request) -> Result<Conf, CniError> {
         ipam_type,
         dns,
         mac: container_mac(req)?,
+        isolate_bridges: raw.isolate_bridges.unwrap_or(true),
     })
 }
 

@@ -16,14 +16,19 @@ fn nft_err(e: cni_nft::Error) -> CniError {
     CniError::internal(e.to_string())
 }
 
-/// Programs masquerade for the attachment's addresses (when `ipMasq`).
+/// Lets the bridge's traffic through a dockerd-managed FORWARD chain (dockerd sets its policy
+/// to DROP and loads br_netfilter), isolates it from our other bridges (unless
+/// `isolateBridges` is false), and programs masquerade for the attachment (when `ipMasq`).
 pub fn setup(
     conf: &Conf,
     id: &str,
     ifname: &str,
-    _bridge: &str,
+    bridge: &str,
     result: &CniResult,
 ) -> Result<(), CniError> {
+    cni_nft::forward::ensure_bridge_forwarding(bridge, conf.isolate_bridges).map_err(|e| {
+        nft_err(e).context(format!("failed to set up forwarding for bridge {bridge:?}"))
+    })?;
     if !conf.ip_masq || result.ips.is_empty() {
         return Ok(());
     }
@@ -60,7 +65,10 @@ pub fn teardown(
 
 /// Drops masquerade elements of this network whose attachment is not in `valid`.
 pub fn gc(conf: &Conf, valid: &[(String, String)]) -> Result<(), CniError> {
-    let v: Vec<(&str, &str)> = valid.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let v: Vec<(&str, &str)> = valid
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     MasqSetup::new()
         .and_then(|mut m| m.gc(&conf.name, &v))
         .map(|_| ())

@@ -137,6 +137,7 @@ mod tests {
             ipam_type: "host-local".into(),
             dns: Default::default(),
             mac: None,
+            isolate_bridges: true,
         }
     }
 

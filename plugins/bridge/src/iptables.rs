@@ -35,7 +35,12 @@ fn ipt(v6: bool, args: &[&str]) -> Result<String, String> {
         .args(["-t", "nat"])
         .args(args)
         .output()
-        .map_err(|e| format!("cannot run {}: {e}; install iptables or use \"ipMasqBackend\": \"nftables\"", tool(v6)))?;
+        .map_err(|e| {
+            format!(
+                "cannot run {}: {e}; install iptables or use \"ipMasqBackend\": \"nftables\"",
+                tool(v6)
+            )
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -74,13 +79,46 @@ pub fn setup(network: &str, id: &str, ips: &[IpNetwork]) -> Result<(), CniError>
             let subnet = IpNetwork::new(ipn.network(), ipn.prefix())
                 .map(|n| n.to_string())
                 .unwrap_or_default();
-            append_unique(v6, &chain, &["-d", &subnet, "-j", "ACCEPT", "-m", "comment", "--comment", &c])?;
+            append_unique(
+                v6,
+                &chain,
+                &[
+                    "-d",
+                    &subnet,
+                    "-j",
+                    "ACCEPT",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    &c,
+                ],
+            )?;
             let mcast = if v6 { "ff00::/8" } else { "224.0.0.0/4" };
-            append_unique(v6, &chain, &["!", "-d", mcast, "-j", "MASQUERADE", "-m", "comment", "--comment", &c])?;
+            append_unique(
+                v6,
+                &chain,
+                &[
+                    "!",
+                    "-d",
+                    mcast,
+                    "-j",
+                    "MASQUERADE",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    &c,
+                ],
+            )?;
             let src = ipn.ip().to_string();
-            append_unique(v6, "POSTROUTING", &["-s", &src, "-j", &chain, "-m", "comment", "--comment", &c])
+            append_unique(
+                v6,
+                "POSTROUTING",
+                &["-s", &src, "-j", &chain, "-m", "comment", "--comment", &c],
+            )
         };
-        run().map_err(|e| CniError::internal(format!("failed to set up masquerade for {ipn}: {e}")))?;
+        run().map_err(|e| {
+            CniError::internal(format!("failed to set up masquerade for {ipn}: {e}"))
+        })?;
     }
     Ok(())
 }
@@ -95,7 +133,9 @@ pub fn teardown(network: &str, id: &str, _ips: Option<&[IpAddr]>) -> Result<(), 
             continue; // no such table/tool for this family: nothing of ours there
         };
         for line in rules.lines() {
-            let Some(rest) = line.strip_prefix("-A POSTROUTING ") else { continue };
+            let Some(rest) = line.strip_prefix("-A POSTROUTING ") else {
+                continue;
+            };
             if !rest.split_whitespace().any(|w| w == chain) {
                 continue;
             }
@@ -116,7 +156,10 @@ pub fn teardown(network: &str, id: &str, _ips: Option<&[IpAddr]>) -> Result<(), 
     if errs.is_empty() {
         Ok(())
     } else {
-        Err(CniError::internal(format!("failed to remove masquerade rules: {}", errs.join("; "))))
+        Err(CniError::internal(format!(
+            "failed to remove masquerade rules: {}",
+            errs.join("; ")
+        )))
     }
 }
 
@@ -163,7 +206,16 @@ mod tests {
     fn words() {
         assert_eq!(
             shell_words(r#"-s 10.1.0.2/32 -m comment --comment "name: \"n\" id: \"c\"" -j CNI-x"#),
-            vec!["-s", "10.1.0.2/32", "-m", "comment", "--comment", "name: \"n\" id: \"c\"", "-j", "CNI-x"]
+            vec![
+                "-s",
+                "10.1.0.2/32",
+                "-m",
+                "comment",
+                "--comment",
+                "name: \"n\" id: \"c\"",
+                "-j",
+                "CNI-x"
+            ]
         );
     }
 }
