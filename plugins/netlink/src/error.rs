@@ -115,10 +115,9 @@ impl std::error::Error for Error {}
 
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
-        let kind = match e.errno {
+        match e.errno {
             0 => io::Error::other(e.to_string()),
             n => io::Error::new(io::Error::from_raw_os_error(n).kind(), e.to_string()),
-        };
-        kind
+        }
     }
 }

@@ -1,1 +1,29 @@
-//! Blocking rtnetlink client (work in progress).
+//! Small blocking rtnetlink client for the CNI `bridge` plugin.
+//!
+//! No async runtime: each plugin call is a short-lived process, so every
+//! request is one send and one or two recvs on a socket opened once per
+//! network namespace ([`Netlink::new`], [`Netlink::new_in_netns`]).
+//!
+//! Modules have one job each: `socket` (framing, ACKs, dumps), `link`,
+//! `addr`, `route`, `bridge_vlan`, `netns` (setns), `sysctl`, `error`.
+
+mod addr;
+mod bridge_vlan;
+mod error;
+mod link;
+mod netns;
+mod route;
+mod socket;
+mod sysctl;
+
+pub use addr::{Address, Family};
+pub use bridge_vlan::BridgeVlan;
+pub use error::{Error, Result};
+pub use link::{check_ifname, fmt_mac, BridgePortInfo, LinkInfo, LinkUpdate, Mac, OperState, Veth};
+pub use netns::{is_current_netns, with_netns, NetNs, THREAD_NETNS};
+pub use route::{
+    NextHop, Route, RTN_UNICAST, RTPROT_BOOT, RTPROT_STATIC, RT_SCOPE_HOST, RT_SCOPE_LINK,
+    RT_SCOPE_UNIVERSE, RT_TABLE_LOCAL, RT_TABLE_MAIN,
+};
+pub use socket::Netlink;
+pub use sysctl::{sysctl_get, sysctl_set};
