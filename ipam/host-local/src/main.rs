@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    cni_core::skel::run(&host_local::HostLocal::default(), "host-local")
+}

@@ -1,1 +1,27 @@
-//! In-process nf_tables client (work in progress).
+//! In-process nf_tables client over NETLINK_NETFILTER: hand-built nfnetlink
+//! messages, no `nft`/`iptables` exec and no C library.
+//!
+//! Low level: [`Batch`] (one atomic transaction), [`Expr`] (rule
+//! expressions), [`query`] (existence checks and dumps), [`NftSocket`].
+//! High level: [`masq::MasqSetup`] (ipMasq state for the bridge plugin) and
+//! [`forward`] (FORWARD accept/isolation for hosts running dockerd).
+
+mod attr;
+pub mod batch;
+pub mod error;
+pub mod expr;
+pub mod forward;
+pub mod masq;
+mod msg;
+pub mod query;
+pub mod socket;
+mod sys;
+pub mod types;
+mod udata;
+
+pub use batch::{Batch, Create};
+pub use error::{Error, Failure, Result};
+pub use expr::{CmpOp, Expr, MetaKey, Verdict};
+pub use socket::NftSocket;
+pub use types::*;
+pub use udata::MAX_COMMENT;

@@ -1,0 +1,158 @@
+//! Netlink attribute (TLV) encoding and bounds-checked decoding.
+//!
+//! Layout: `u16 nla_len` (host order, header included), `u16 nla_type`
+//! (host order, flags in the top two bits), payload, padding to 4 bytes.
+//! nf_tables integer payloads are big-endian; callers use [`put_be32`].
+
+use crate::sys::{NLA_F_NESTED, NLA_TYPE_MASK};
+
+const NLA_HDRLEN: usize = 4;
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Appends attributes to a message buffer. Nesting is tracked by offsets so
+/// the buffer can be the message being built.
+pub struct AttrWriter<'a> {
+    buf: &'a mut Vec<u8>,
+}
+
+impl<'a> AttrWriter<'a> {
+    pub fn new(buf: &'a mut Vec<u8>) -> Self {
+        AttrWriter { buf }
+    }
+
+    pub fn put(&mut self, ty: u16, data: &[u8]) {
+        let len = NLA_HDRLEN + data.len();
+        // Attribute payloads built here are at most a few hundred bytes.
+        let len16 = u16::try_from(len).unwrap_or(u16::MAX);
+        self.buf.extend_from_slice(&len16.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.buf.resize(align4(self.buf.len()), 0);
+    }
+
+    pub fn put_be32(&mut self, ty: u16, v: u32) {
+        self.put(ty, &v.to_be_bytes());
+    }
+
+    pub fn put_be64(&mut self, ty: u16, v: u64) {
+        self.put(ty, &v.to_be_bytes());
+    }
+
+    /// NUL-terminated string, as nf_tables expects (NLA_STRING with
+    /// maxlen; the kernel accepts the terminating NUL).
+    pub fn put_str(&mut self, ty: u16, s: &str) {
+        let mut v = Vec::with_capacity(s.len() + 1);
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+        self.put(ty, &v);
+    }
+
+    /// Starts a nested attribute; returns its offset for [`Self::end_nest`].
+    pub fn begin_nest(&mut self, ty: u16) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        at
+    }
+
+    pub fn end_nest(&mut self, at: usize) {
+        let len = self.buf.len() - at;
+        let len16 = u16::try_from(len).unwrap_or(u16::MAX);
+        self.buf[at..at + 2].copy_from_slice(&len16.to_ne_bytes());
+    }
+
+    /// Writes a nested attribute whose content is produced by `f`.
+    pub fn nest(&mut self, ty: u16, f: impl FnOnce(&mut AttrWriter<'_>)) {
+        let at = self.begin_nest(ty);
+        f(&mut AttrWriter::new(self.buf));
+        self.end_nest(at);
+    }
+}
+
+/// Iterator over the attributes in a byte slice. Stops (without panicking)
+/// at the first malformed header.
+pub struct Attrs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Attrs<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Attrs { rest: data }
+    }
+}
+
+impl<'a> Iterator for Attrs<'a> {
+    type Item = (u16, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let hdr = self.rest.get(..NLA_HDRLEN)?;
+        let len = usize::from(u16::from_ne_bytes([hdr[0], hdr[1]]));
+        let ty = u16::from_ne_bytes([hdr[2], hdr[3]]) & NLA_TYPE_MASK;
+        if len < NLA_HDRLEN || len > self.rest.len() {
+            self.rest = &[];
+            return None;
+        }
+        let payload = &self.rest[NLA_HDRLEN..len];
+        self.rest = self.rest.get(align4(len)..).unwrap_or(&[]);
+        Some((ty, payload))
+    }
+}
+
+/// First attribute of type `ty`.
+pub fn find(data: &[u8], ty: u16) -> Option<&[u8]> {
+    Attrs::new(data).find(|(t, _)| *t == ty).map(|(_, p)| p)
+}
+
+pub fn be32(p: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(p.get(..4)?.try_into().ok()?))
+}
+
+pub fn be64(p: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(p.get(..8)?.try_into().ok()?))
+}
+
+/// A NUL-terminated (or not) string attribute, lossily decoded.
+pub fn string(p: &[u8]) -> String {
+    let end = p.iter().position(|&b| b == 0).unwrap_or(p.len());
+    String::from_utf8_lossy(&p[..end]).into_owned()
+}
+
+pub fn find_str(data: &[u8], ty: u16) -> Option<String> {
+    find(data, ty).map(string)
+}
+
+pub fn find_be32(data: &[u8], ty: u16) -> Option<u32> {
+    find(data, ty).and_then(be32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_nested() {
+        let mut buf = Vec::new();
+        let mut w = AttrWriter::new(&mut buf);
+        w.put_str(1, "abc");
+        w.nest(2, |w| {
+            w.put_be32(1, 0x0102_0304);
+        });
+        let attrs: Vec<_> = Attrs::new(&buf).collect();
+        assert_eq!(attrs.len(), 2);
+        assert_eq!(string(attrs[0].1), "abc");
+        assert_eq!(attrs[1].0, 2);
+        assert_eq!(find_be32(attrs[1].1, 1), Some(0x0102_0304));
+    }
+
+    #[test]
+    fn malformed_is_not_a_panic() {
+        let data = [0xff, 0xff, 1, 0, 0];
+        assert_eq!(Attrs::new(&data).count(), 0);
+        assert_eq!(Attrs::new(&[2, 0, 1, 0]).count(), 0);
+        assert_eq!(be32(&[1, 2]), None);
+    }
+}

@@ -1,0 +1,457 @@
+//! FORWARD acceptance and inter-bridge isolation for our bridges.
+//!
+//! What we found (kernel 6.x, iptables 1.8.9 nf_tables backend, dockerd):
+//!
+//! * dockerd sets the iptables FORWARD policy to DROP and loads
+//!   `br_netfilter` (`bridge-nf-call-iptables=1`), so even traffic between
+//!   two ports of the same Linux bridge traverses the IPv4/IPv6 FORWARD
+//!   hook, with `iifname` = `oifname` = the bridge.
+//! * In nf_tables every base chain on a hook is evaluated: `accept` only
+//!   ends the current base chain, while `drop` anywhere is final. So an
+//!   accept in our own `inet cni_rs` table cannot override the DROP policy
+//!   of iptables-nft's `table ip filter` chain `FORWARD`; the accept must be
+//!   inside that chain. dockerd's documented hook for this is the chain
+//!   `DOCKER-USER`, jumped to first from `FORWARD` and never flushed by
+//!   dockerd. We insert at its top (old dockerd appends `-j RETURN`):
+//!   `-i <br> -j ACCEPT` (containers to each other and out) and
+//!   `-o <br> -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`
+//!   (replies), in `ip` and `ip6` `filter`, only if the chain exists.
+//! * The rules must stay readable by iptables-nft or dockerd's own
+//!   `iptables` calls fail ("chain ... is incompatible, use 'nft' tool"):
+//!   a native `ct state` expression triggers exactly that. So the rules use
+//!   iptables-nft's exact layout: `meta iifname` + `cmp` of name+NUL,
+//!   xtables-compat `match conntrack rev 3`, `counter`, `immediate accept`;
+//!   the userdata comment shows as `-m comment --comment ...`.
+//!   `iptables -S DOCKER-USER` prints
+//!   `-A DOCKER-USER -i br0 -m comment --comment "cni-rs bridge br0" -j ACCEPT`.
+//! * The DOCKER-USER accept also lets traffic from our bridge to *other*
+//!   bridges pass `ip filter`; isolation between our bridges is therefore
+//!   a `drop` in our own table, which wins whatever ip filter says:
+//!   `iifname @fwd_isolated oifname @fwd_isolated iifname . oifname !=
+//!   @fwd_isolated_self drop` - one static rule, two set elements per
+//!   bridge (`"br0"` and `"br0" . "br0"`), so adding a bridge never adds a
+//!   rule.
+//! * Not covered: hosts whose docker uses iptables-legacy (its rules are
+//!   not in nf_tables; nothing in-process can edit them), dockerd's
+//!   experimental nftables firewall backend, and firewalld's own forward
+//!   policy.
+//!
+//! Concurrency: our table part uses the create-chain-with-NLM_F_EXCL
+//! pattern of [`crate::masq`]; DOCKER-USER is not ours, so its
+//! check-then-insert runs under the ruleset generation id
+//! ([`Batch::with_genid`]): if anything changed since the check, the
+//! kernel rejects the batch with ERESTART and we check again. Two parallel
+//! ADDs therefore never insert duplicates.
+
+use crate::batch::{Batch, Create};
+use crate::error::{Error, Result};
+use crate::expr::{match_ifname, CmpOp, Expr, MetaKey, Verdict};
+use crate::masq::{FAMILY, TABLE};
+use crate::query;
+use crate::socket::NftSocket;
+use crate::sys::{NFT_REG_1, NFT_REG_2};
+use crate::types::*;
+
+pub const FORWARD_CHAIN: &str = "forward";
+pub const ISOLATED_SET: &str = "fwd_isolated";
+pub const ISOLATED_SELF_SET: &str = "fwd_isolated_self";
+pub const DOCKER_USER: &str = "DOCKER-USER";
+const MAX_ATTEMPTS: usize = 32;
+
+/// What [`ensure_bridge_forwarding`] found or did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardStatus {
+    /// Families (`ip`, `ip6`) whose `filter DOCKER-USER` chain exists and now
+    /// accepts the bridge's traffic.
+    pub docker_user: Vec<Family>,
+    /// True if anything was written (false on the fast path).
+    pub changed: bool,
+}
+
+/// Makes forwarded traffic of `bridge` pass a dockerd-managed FORWARD
+/// chain, and (with `isolate`) drops traffic between it and every other
+/// isolated bridge. Idempotent; in the steady state it only reads (one
+/// element lookup and, per family, one chain lookup and a rule dump of
+/// DOCKER-USER).
+pub fn ensure_bridge_forwarding(bridge: &str, isolate: bool) -> Result<ForwardStatus> {
+    ensure_bridge_forwarding_with(&mut NftSocket::new()?, bridge, isolate)
+}
+
+pub fn ensure_bridge_forwarding_with(
+    sock: &mut NftSocket,
+    bridge: &str,
+    isolate: bool,
+) -> Result<ForwardStatus> {
+    if bridge.is_empty()
+        || bridge.len() >= crate::sys::IFNAMSIZ
+        || bridge.contains(['/', ':', ' ', '\0'])
+    {
+        return Err(Error::Invalid(format!(
+            "bridge name {bridge:?} is not a valid interface name"
+        )));
+    }
+    let mut status = ForwardStatus {
+        changed: ensure_isolation(sock, bridge, isolate)?,
+        ..Default::default()
+    };
+    for fam in [Family::Ip, Family::Ip6] {
+        match ensure_docker_user(sock, fam, bridge)? {
+            None => {}
+            Some(changed) => {
+                status.docker_user.push(fam);
+                status.changed |= changed;
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// Undoes [`ensure_bridge_forwarding`] for a bridge that is going away:
+/// removes its isolation elements and its DOCKER-USER rules (those with
+/// our comment). Missing pieces are not an error.
+pub fn remove_bridge_forwarding(bridge: &str) -> Result<()> {
+    let sock = &mut NftSocket::new()?;
+    ensure_isolation(sock, bridge, false)?;
+    let comment = docker_comment(bridge);
+    for fam in [Family::Ip, Family::Ip6] {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(rules) = query::list_rules(sock, fam, "filter", DOCKER_USER)? else {
+                break;
+            };
+            let mut b = Batch::new();
+            for r in rules
+                .iter()
+                .filter(|r| r.comment.as_deref() == Some(comment.as_str()))
+            {
+                b.del_rule(fam, "filter", DOCKER_USER, r.handle);
+            }
+            match b.commit(sock) {
+                Ok(()) => break,
+                Err(e) if e.is_not_found() => continue, // deleted meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- our table: isolation -------------------------------------------------
+
+fn isolation_elements(bridge: &str) -> [(&'static str, Element); 2] {
+    [
+        (ISOLATED_SET, Element::ifname(bridge)),
+        (ISOLATED_SELF_SET, Element::ifname_pair(bridge, bridge)),
+    ]
+}
+
+fn push_forward_chain(b: &mut Batch) -> usize {
+    let i = b.add_chain(
+        &ChainSpec {
+            family: FAMILY,
+            table: TABLE.into(),
+            name: FORWARD_CHAIN.into(),
+            base: Some(BaseChain {
+                hook: Hook::Forward,
+                priority: priority::FILTER,
+                chain_type: ChainType::Filter,
+                policy: Some(Verdict::Accept),
+            }),
+            comment: Some("cni-rs: isolation between bridges".into()),
+        },
+        Create::Exclusive,
+    );
+    let load = |key, dreg| Expr::Meta { key, dreg };
+    let lookup = |set: &str, invert| Expr::Lookup {
+        set: set.into(),
+        sreg: NFT_REG_1,
+        dreg: None,
+        invert,
+    };
+    b.add_rule(&RuleSpec {
+        family: FAMILY,
+        table: TABLE.into(),
+        chain: FORWARD_CHAIN.into(),
+        exprs: vec![
+            load(MetaKey::IifName, NFT_REG_1),
+            lookup(ISOLATED_SET, false),
+            load(MetaKey::OifName, NFT_REG_1),
+            lookup(ISOLATED_SET, false),
+            load(MetaKey::IifName, NFT_REG_1),
+            load(MetaKey::OifName, NFT_REG_2),
+            lookup(ISOLATED_SELF_SET, true),
+            Expr::Counter,
+            Expr::Immediate(Verdict::Drop),
+        ],
+        comment: Some("cni-rs: no traffic between two isolated bridges".into()),
+        append: true,
+    });
+    i
+}
+
+/// Adds (or, with `isolate == false`, removes) the bridge's isolation
+/// elements. Returns whether anything changed.
+fn ensure_isolation(sock: &mut NftSocket, bridge: &str, isolate: bool) -> Result<bool> {
+    let [(set_a, el_a), (set_b, el_b)] = isolation_elements(bridge);
+    let present = query::get_element(sock, FAMILY, TABLE, set_b, &el_b)?.is_some();
+    if present == isolate {
+        return Ok(false);
+    }
+    if !isolate {
+        let mut todo = vec![(set_a, el_a), (set_b, el_b)];
+        for _ in 0..MAX_ATTEMPTS {
+            let mut b = Batch::new();
+            for (s, e) in &todo {
+                b.del_element(FAMILY, TABLE, s, e);
+            }
+            match b.commit(sock) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.failures().iter().all(|f| f.errno == libc::ENOENT) => {
+                    let gone: Vec<usize> = e.failures().iter().map(|f| f.index).collect();
+                    todo = todo
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| !gone.contains(i))
+                        .map(|(_, x)| x)
+                        .collect();
+                    if todo.is_empty() {
+                        return Ok(true);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        return Err(Error::Protocol(format!(
+            "remove isolation of bridge {bridge}: kept changing"
+        )));
+    }
+    let mut chain_exists = false;
+    let mut last = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let mut b = Batch::new();
+        b.add_table(FAMILY, TABLE, Create::IfMissing);
+        let sets = [
+            (ISOLATED_SET, KeyType::IfName),
+            (ISOLATED_SELF_SET, KeyType::Concat(vec![KeyType::IfName; 2])),
+        ];
+        for (name, key) in sets {
+            b.add_set(
+                &SetSpec {
+                    family: FAMILY,
+                    table: TABLE.into(),
+                    name: name.into(),
+                    key,
+                    verdict_map: false,
+                    flags: 0,
+                },
+                Create::IfMissing,
+            );
+        }
+        let chain_op = (!chain_exists).then(|| push_forward_chain(&mut b));
+        b.add_element(FAMILY, TABLE, set_a, &el_a, Create::IfMissing);
+        b.add_element(FAMILY, TABLE, set_b, &el_b, Create::IfMissing);
+        match b.commit(sock) {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                let only_chain_exists = e
+                    .failures()
+                    .iter()
+                    .all(|f| Some(f.index) == chain_op && f.errno == libc::EEXIST);
+                if !only_chain_exists {
+                    return Err(e);
+                }
+                chain_exists = true;
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Protocol("isolation: no attempt made".into())))
+}
+
+// ---- DOCKER-USER ----------------------------------------------------------
+
+fn docker_comment(bridge: &str) -> String {
+    format!("cni-rs bridge {bridge}")
+}
+
+/// `struct xt_conntrack_mtinfo3` for `--ctstate RELATED,ESTABLISHED`
+/// (XT_ALIGN'ed size 168; host-order u16 fields `match_flags` at 146 and
+/// `state_mask` at 150, see `linux/netfilter/xt_conntrack.h`).
+fn conntrack_related_established() -> Expr {
+    const XT_CONNTRACK_STATE: u16 = 1;
+    // XT_CONNTRACK_STATE_BIT(IP_CT_ESTABLISHED=0) | ..._BIT(IP_CT_RELATED=1)
+    const STATE_MASK: u16 = (1 << 1) | (1 << 2);
+    let mut info = vec![0u8; 168];
+    info[146..148].copy_from_slice(&XT_CONNTRACK_STATE.to_ne_bytes());
+    info[150..152].copy_from_slice(&STATE_MASK.to_ne_bytes());
+    Expr::Match {
+        name: "conntrack".into(),
+        rev: 3,
+        info,
+    }
+}
+
+fn docker_rules(fam: Family, bridge: &str) -> [RuleSpec; 2] {
+    let mk = |exprs: Vec<Expr>| RuleSpec {
+        family: fam,
+        table: "filter".into(),
+        chain: DOCKER_USER.into(),
+        exprs,
+        comment: Some(docker_comment(bridge)),
+        append: false,
+    };
+    let mut inbound: Vec<Expr> = match_ifname(false, bridge).into();
+    inbound.extend([Expr::Counter, Expr::Immediate(Verdict::Accept)]);
+    let mut replies: Vec<Expr> = match_ifname(true, bridge).into();
+    replies.extend([
+        conntrack_related_established(),
+        Expr::Counter,
+        Expr::Immediate(Verdict::Accept),
+    ]);
+    [mk(inbound), mk(replies)]
+}
+
+/// True if `r` is `-i|-o <bridge> [-m conntrack ...] [-m comment ...] -j
+/// ACCEPT` (ours, or an equivalent one written by the admin or restored by
+/// iptables-restore).
+fn accepts_bridge(r: &Rule, out: bool, bridge: &str) -> bool {
+    let key = if out {
+        MetaKey::OifName
+    } else {
+        MetaKey::IifName
+    };
+    let core: Vec<&Expr> = r
+        .exprs
+        .iter()
+        .filter(|e| {
+            !matches!(e, Expr::Counter)
+                && !matches!(e, Expr::Match { name, .. } if name == "comment")
+        })
+        .collect();
+    let name_ok = |data: &[u8]| {
+        let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+        &data[..end] == bridge.as_bytes() && end < data.len()
+    };
+    match core.as_slice() {
+        [Expr::Meta { key: k, dreg: d }, Expr::Cmp {
+            sreg,
+            op: CmpOp::Eq,
+            data,
+        }, rest @ ..]
+            if *k == key && d == sreg && name_ok(data) =>
+        {
+            match rest {
+                [Expr::Immediate(Verdict::Accept)] => true,
+                [Expr::Match { name, .. }, Expr::Immediate(Verdict::Accept)] => {
+                    out && name == "conntrack"
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Ensures the two accept rules in `<fam> filter DOCKER-USER`. `None` if
+/// that chain does not exist; `Some(changed)` otherwise.
+fn ensure_docker_user(sock: &mut NftSocket, fam: Family, bridge: &str) -> Result<Option<bool>> {
+    // (has the -i rule, has the -o rule), or None if there is no chain.
+    let check = |sock: &mut NftSocket| -> Result<Option<(bool, bool)>> {
+        Ok(
+            query::list_rules(sock, fam, "filter", DOCKER_USER)?.map(|rules| {
+                (
+                    rules.iter().any(|r| accepts_bridge(r, false, bridge)),
+                    rules.iter().any(|r| accepts_bridge(r, true, bridge)),
+                )
+            }),
+        )
+    };
+    // Fast path: one rule dump, no generation read.
+    match check(sock)? {
+        None => return Ok(None),
+        Some((true, true)) => return Ok(Some(false)),
+        Some(_) => {}
+    }
+    for _ in 0..MAX_ATTEMPTS {
+        // Read the generation before checking, so that the batch is
+        // rejected if anything changed after the check.
+        let genid = query::generation(sock)?;
+        let (have_in, have_out) = match check(sock)? {
+            None => return Ok(None),
+            Some((true, true)) => return Ok(Some(false)),
+            Some(h) => h,
+        };
+        let [inbound, replies] = docker_rules(fam, bridge);
+        let mut b = Batch::new().with_genid(genid);
+        if !have_out {
+            b.add_rule(&replies);
+        }
+        if !have_in {
+            b.add_rule(&inbound);
+        }
+        match b.commit(sock) {
+            Ok(()) => return Ok(Some(true)),
+            // Ruleset changed since we looked (or the chain vanished): look again.
+            Err(e) if e.errno() == Some(libc::ERESTART) || e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Protocol(format!(
+        "{fam} filter {DOCKER_USER}: ruleset kept changing during {MAX_ATTEMPTS} attempts to add the rules for bridge {bridge}; retry"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_equivalent_rules() {
+        let [i, o] = docker_rules(Family::Ip, "br0");
+        let rule = |s: &RuleSpec| Rule {
+            handle: 1,
+            exprs: s.exprs.clone(),
+            comment: None,
+        };
+        assert!(accepts_bridge(&rule(&i), false, "br0"));
+        assert!(!accepts_bridge(&rule(&i), true, "br0"));
+        assert!(accepts_bridge(&rule(&o), true, "br0"));
+        assert!(!accepts_bridge(&rule(&i), false, "br01"));
+        assert!(!accepts_bridge(&rule(&i), false, "br"));
+        // nft-style 16-byte padded name, no counter
+        let nft_style = Rule {
+            handle: 2,
+            exprs: vec![
+                Expr::Meta {
+                    key: MetaKey::IifName,
+                    dreg: 1,
+                },
+                Expr::Cmp {
+                    sreg: 1,
+                    op: CmpOp::Eq,
+                    data: crate::expr::ifname_key("br0"),
+                },
+                Expr::Immediate(Verdict::Accept),
+            ],
+            comment: None,
+        };
+        assert!(accepts_bridge(&nft_style, false, "br0"));
+        // prefix match `-i br+` (no NUL) is not ours
+        let wildcard = Rule {
+            handle: 3,
+            exprs: vec![
+                Expr::Meta {
+                    key: MetaKey::IifName,
+                    dreg: 1,
+                },
+                Expr::Cmp {
+                    sreg: 1,
+                    op: CmpOp::Eq,
+                    data: b"br0".to_vec(),
+                },
+                Expr::Immediate(Verdict::Accept),
+            ],
+            comment: None,
+        };
+        assert!(!accepts_bridge(&wildcard, false, "br0"));
+    }
+}

@@ -1,0 +1,310 @@
+//! Plain descriptions of nf_tables objects: families, chains, sets, set
+//! elements and rules, as given to [`crate::Batch`] and returned by queries.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::expr::{ifname_key, Expr, Verdict};
+use crate::sys::*;
+
+/// nf_tables address family (NFPROTO_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Inet,
+    Ip,
+    Ip6,
+    Arp,
+    Bridge,
+    Netdev,
+}
+
+impl Family {
+    pub fn raw(self) -> u8 {
+        match self {
+            Family::Inet => 1,
+            Family::Ip => 2,
+            Family::Arp => 3,
+            Family::Netdev => 5,
+            Family::Bridge => 7,
+            Family::Ip6 => 10,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Ip => "ip",
+            Family::Ip6 => "ip6",
+            Family::Arp => "arp",
+            Family::Bridge => "bridge",
+            Family::Netdev => "netdev",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Netfilter hook of a base chain (inet/ip/ip6 numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+impl Hook {
+    pub fn raw(self) -> u32 {
+        match self {
+            Hook::Prerouting => 0,
+            Hook::Input => 1,
+            Hook::Forward => NF_INET_FORWARD,
+            Hook::Output => 3,
+            Hook::Postrouting => NF_INET_POST_ROUTING,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainType {
+    Filter,
+    Nat,
+    Route,
+}
+
+impl ChainType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChainType::Filter => "filter",
+            ChainType::Nat => "nat",
+            ChainType::Route => "route",
+        }
+    }
+}
+
+/// Standard priorities (nft's `srcnat`, `filter`, ...).
+pub mod priority {
+    pub const FILTER: i32 = 0;
+    pub const SRCNAT: i32 = 100;
+    pub const DSTNAT: i32 = -100;
+}
+
+/// Hook, priority, type and policy of a base chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseChain {
+    pub hook: Hook,
+    pub priority: i32,
+    pub chain_type: ChainType,
+    /// `Some(Verdict::Accept | Verdict::Drop)`; `None` leaves the default
+    /// (accept) or the existing policy.
+    pub policy: Option<Verdict>,
+}
+
+/// A chain to create. `base: None` makes a regular chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSpec {
+    pub family: Family,
+    pub table: String,
+    pub name: String,
+    pub base: Option<BaseChain>,
+    pub comment: Option<String>,
+}
+
+/// Key type of a set, in nft's datatype terms (so `nft list` prints them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyType {
+    Ipv4Addr,
+    Ipv6Addr,
+    IfName,
+    /// `a . b . c`: concatenation; each field padded to 4 bytes.
+    Concat(Vec<KeyType>),
+}
+
+impl KeyType {
+    /// (nft datatype id, key length in bytes).
+    pub fn raw(&self) -> (u32, u32) {
+        match self {
+            KeyType::Ipv4Addr => (NFT_TYPE_IPADDR, 4),
+            KeyType::Ipv6Addr => (NFT_TYPE_IP6ADDR, 16),
+            KeyType::IfName => (NFT_TYPE_IFNAME, IFNAMSIZ as u32),
+            KeyType::Concat(parts) => parts.iter().fold((0, 0), |(ty, len), p| {
+                let (t, l) = p.raw();
+                ((ty << NFT_TYPE_BITS) | t, len + ((l + 3) & !3))
+            }),
+        }
+    }
+}
+
+impl KeyType {
+    /// nft's key byte order (stored in the set's userdata so that `nft list`
+    /// renders elements): 1 host (strings), 2 big endian (addresses), 0 for
+    /// concatenations, as nft itself writes.
+    pub(crate) fn nft_byteorder(&self) -> u32 {
+        match self {
+            KeyType::Ipv4Addr | KeyType::Ipv6Addr => 2,
+            KeyType::IfName => 1,
+            KeyType::Concat(_) => 0,
+        }
+    }
+}
+
+/// A set or map to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetSpec {
+    pub family: Family,
+    pub table: String,
+    pub name: String,
+    pub key: KeyType,
+    /// Makes it a verdict map (`type <key> : verdict`).
+    pub verdict_map: bool,
+    /// Extra NFT_SET_* flags (e.g. interval); MAP/CONCAT are added as needed.
+    pub flags: u32,
+}
+
+impl SetSpec {
+    pub(crate) fn kernel_flags(&self) -> u32 {
+        let mut f = self.flags;
+        if self.verdict_map {
+            f |= NFT_SET_MAP;
+        }
+        f
+    }
+}
+
+/// A set element: key bytes (as the kernel stores them), optional verdict
+/// (for verdict maps) and optional comment (userdata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    pub key: Vec<u8>,
+    pub verdict: Option<Verdict>,
+    pub comment: Option<String>,
+}
+
+impl Element {
+    pub fn ip(ip: IpAddr) -> Self {
+        let key = match ip {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        Element {
+            key,
+            verdict: None,
+            comment: None,
+        }
+    }
+
+    pub fn ifname(name: &str) -> Self {
+        Element {
+            key: ifname_key(name),
+            verdict: None,
+            comment: None,
+        }
+    }
+
+    /// Key for an `ifname . ifname` set.
+    pub fn ifname_pair(a: &str, b: &str) -> Self {
+        let mut key = ifname_key(a);
+        key.extend(ifname_key(b));
+        Element {
+            key,
+            verdict: None,
+            comment: None,
+        }
+    }
+
+    pub fn with_verdict(mut self, v: Verdict) -> Self {
+        self.verdict = Some(v);
+        self
+    }
+
+    pub fn with_comment(mut self, c: impl Into<String>) -> Self {
+        self.comment = Some(c.into());
+        self
+    }
+
+    /// The key as an IP address, if it is 4 or 16 bytes long.
+    pub fn key_ip(&self) -> Option<IpAddr> {
+        match self.key.len() {
+            4 => <[u8; 4]>::try_from(self.key.as_slice())
+                .ok()
+                .map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(self.key.as_slice())
+                .ok()
+                .map(IpAddr::from),
+            _ => None,
+        }
+    }
+
+    /// Human-readable key for error messages.
+    pub fn key_label(&self) -> String {
+        if let Some(ip) = self.key_ip() {
+            return ip.to_string();
+        }
+        let printable = |b: &[u8]| {
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).into_owned()
+        };
+        self.key
+            .chunks(IFNAMSIZ)
+            .map(|c| format!("\"{}\"", printable(c)))
+            .collect::<Vec<_>>()
+            .join(" . ")
+    }
+}
+
+/// A rule to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub family: Family,
+    pub table: String,
+    pub chain: String,
+    pub exprs: Vec<Expr>,
+    pub comment: Option<String>,
+    /// Append at the end (`nft add rule`); `false` inserts at the top
+    /// (`nft insert rule`, `iptables -I`).
+    pub append: bool,
+}
+
+/// A rule as listed by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub handle: u64,
+    pub exprs: Vec<Expr>,
+    pub comment: Option<String>,
+}
+
+/// A chain as listed by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    pub name: String,
+    pub handle: u64,
+    /// Kernel use count: the chain's own rules plus rules and map
+    /// elements jumping to it.
+    pub use_count: u32,
+    pub is_base: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concat_key() {
+        let k = KeyType::Concat(vec![KeyType::IfName, KeyType::IfName]);
+        assert_eq!(k.raw(), (2665, 32));
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(
+            Element::ip("10.1.2.3".parse().unwrap()).key_label(),
+            "10.1.2.3"
+        );
+        assert_eq!(Element::ifname_pair("a", "b").key_label(), "\"a\" . \"b\"");
+    }
+}

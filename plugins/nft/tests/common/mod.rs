@@ -1,0 +1,86 @@
+//! Test helpers: run code in a private network namespace (nftables state
+//! is per netns, so tests never touch the host's ruleset), and run `nft`
+//! inside it to verify.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+
+/// Runs `f` on a new thread that first unshares its network namespace.
+/// The namespace disappears when the thread (and any child it spawned)
+/// exits, even if `f` panics; the panic is propagated.
+pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let h = std::thread::spawn(move || {
+        unshare_net();
+        f()
+    });
+    match h.join() {
+        Ok(v) => v,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+pub fn unshare_net() {
+    // SAFETY: unshare only changes the calling thread's namespaces; no
+    // memory is shared with the kernel.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {} (tests need root)",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Handle on the calling thread's network namespace, to move other threads
+/// into it.
+pub fn current_netns() -> File {
+    File::open("/proc/thread-self/ns/net").expect("open /proc/thread-self/ns/net")
+}
+
+pub fn enter_netns(ns: &File) {
+    // SAFETY: `ns` is an open namespace fd; setns affects only the calling
+    // thread.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Runs a command from the calling thread (so it inherits that thread's
+/// netns) and returns stdout; panics with stderr on failure.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("exec {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn nft(args: &[&str]) -> String {
+    run("nft", args)
+}
+
+/// `nft list table inet cni_rs`, or "" if the table does not exist.
+pub fn list_table() -> String {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", "cni_rs"])
+        .output()
+        .expect("exec nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Number of rules in the table (from `nft -j`).
+pub fn rule_count() -> usize {
+    let out = Command::new("nft")
+        .args(["-j", "list", "table", "inet", "cni_rs"])
+        .output()
+        .expect("exec nft");
+    String::from_utf8_lossy(&out.stdout)
+        .matches("\"rule\":")
+        .count()
+}
