@@ -419,6 +419,10 @@ impl MasqSetup {
     /// its comment names this (network, container ID, ifname), so an
     /// address already reassigned to another container is left alone.
     /// Succeeds when nothing (not even the table) exists.
+    ///
+    /// Call it *before* releasing the IPs in IPAM: the ownership check and
+    /// the delete are two steps, so an IP handed to a new container in
+    /// between could otherwise lose its (replaced) element.
     pub fn del(
         &mut self,
         network: &str,

@@ -249,3 +249,50 @@ fn rejects_whitespace_in_owner() {
         assert!(e.to_string().contains("network name"), "{e}");
     });
 }
+
+#[test]
+fn prune_never_removes_a_subnet_in_use() {
+    use cni_nft::query;
+    use cni_nft::{Element, Family, NftSocket};
+    in_netns(|| {
+        let ns = current_netns();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pruner = {
+            let (ns, stop) = (ns.try_clone().unwrap(), stop.clone());
+            std::thread::spawn(move || {
+                enter_netns(&ns);
+                let mut m = MasqSetup::new().unwrap();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    m.gc("other", &[]).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut m = MasqSetup::new().unwrap();
+        let mut s = NftSocket::new().unwrap();
+        for i in 0..200u32 {
+            let a = ip(&format!("10.7.{}.2", i % 3));
+            m.add("keep", "c", "eth0", &[(a, 24)]).unwrap();
+            let set = cni_nft::masq::subnet_name(a, 24);
+            assert!(
+                query::get_element(&mut s, Family::Inet, "cni_rs", &set, &Element::ip(a))
+                    .unwrap()
+                    .is_some(),
+                "element vanished after add"
+            );
+            let rules = query::list_rules(&mut s, Family::Inet, "cni_rs", &set).unwrap();
+            assert_eq!(
+                rules.map(|r| r.len()),
+                Some(3),
+                "subnet chain pruned while in use"
+            );
+            m.del("keep", "c", "eth0", Some(&[a])).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let prunes = pruner.join().unwrap();
+        println!("{prunes} concurrent gc/prune runs");
+        assert!(prunes > 0);
+    });
+}
