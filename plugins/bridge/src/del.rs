@@ -37,11 +37,8 @@ pub fn del(req: &Request) -> Result<(), CniError> {
             }
         }
     }
-    if conf.l3() {
-        if let Err(e) = delegate::run(&conf.ipam_type, Command::Del, req) {
-            errors.push(e);
-        }
-    }
+    // Masquerade before IPAM: teardown checks that an element still belongs to this
+    // attachment, which only holds while the IP is not yet free for someone else.
     if let Err(e) = firewall::teardown(
         &conf,
         &req.env.container_id,
@@ -49,6 +46,11 @@ pub fn del(req: &Request) -> Result<(), CniError> {
         ips.as_deref(),
     ) {
         errors.push(e);
+    }
+    if conf.l3() {
+        if let Err(e) = delegate::run(&conf.ipam_type, Command::Del, req) {
+            errors.push(e);
+        }
     }
     match errors.len() {
         0 => Ok(()),
