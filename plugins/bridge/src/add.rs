@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cni_core::version::{family, ResultFamily};
-use cni_core::{delegate, CniError, CniResult, Command, Interface, Request};
+use cni_core::{CniError, CniResult, Command, Interface, Request};
 use cni_netlink::{LinkInfo, NetNs, Netlink, OperState, Veth};
 
 use crate::config::{self, format_mac, Conf};
@@ -36,7 +36,7 @@ impl Undo {
             }
         }
         if self.ipam {
-            if let Err(e) = delegate::run(&conf.ipam_type, Command::Del, req) {
+            if let Err(e) = crate::ipam::run(conf, Command::Del, req) {
                 eprintln!("bridge: rollback: IPAM DEL: {e}");
             }
         }
@@ -98,7 +98,7 @@ fn build(
     // IPAM first: its config errors and exhaustion then cost nothing to undo.
     let mut result = CniResult::default();
     if conf.l3() {
-        result = delegate::add(&conf.ipam_type, req)?;
+        result = crate::ipam::add(conf, req)?;
         undo.ipam = true;
         if result.ips.is_empty() {
             return Err(CniError::internal("IPAM plugin returned missing IP config"));
@@ -163,7 +163,12 @@ fn build(
     }
 
     undo.firewall = true;
-    firewall::setup(conf, &req.env.container_id, ifname, &br.name, &result)?;
+    let port = firewall::Port {
+        bridge: &br.name,
+        host_veth: &hveth.name,
+        container_mac: cont_mac,
+    };
+    firewall::setup(conf, &req.env.container_id, ifname, &port, &result)?;
 
     if !conf.disable_container_interface {
         wait_port_up(hnl, &hveth)?;

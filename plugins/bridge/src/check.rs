@@ -1,7 +1,7 @@
 //! CHECK: the attachment still looks the way ADD left it (the reference's checks; unlike the
 //! reference it also works on an L2-only bridge, where there is no IPAM to ask).
 
-use cni_core::{delegate, CniError, Command, Request};
+use cni_core::{CniError, Command, Request};
 use cni_netlink::{NetNs, Netlink};
 
 use crate::config::{self, format_mac};
@@ -12,7 +12,7 @@ pub fn check(req: &Request) -> Result<(), CniError> {
     let conf = config::load(req)?;
     let ns = NetNs::open(&req.env.netns).map_err(|e| bad_netns(&req.env.netns, e))?;
     if conf.l3() {
-        delegate::run(&conf.ipam_type, Command::Check, req)?;
+        crate::ipam::run(&conf, Command::Check, req)?;
     }
     let prev = req
         .prev_result()?

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use cni_core::{delegate, CniError, Command, Request};
+use cni_core::{CniError, Command, Request};
 use cni_netlink::{Family, NetNs, Netlink};
 
 use crate::config::{self, Conf};
@@ -48,7 +48,7 @@ pub fn del(req: &Request) -> Result<(), CniError> {
         errors.push(e);
     }
     if conf.l3() {
-        if let Err(e) = delegate::run(&conf.ipam_type, Command::Del, req) {
+        if let Err(e) = crate::ipam::run(&conf, Command::Del, req) {
             errors.push(e);
         }
     }

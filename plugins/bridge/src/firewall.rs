@@ -1,6 +1,6 @@
-//! Masquerade and forwarding state of the bridge. The default backend speaks nf_tables
-//! in-process (`cni_nft`): one transaction per ADD or DEL, per-container state as map elements
-//! tagged with (network, containerID, ifname), so DEL without IPs and GC find them.
+//! Masquerade, MAC spoof check and forwarding state of the bridge. The default backend speaks
+//! nf_tables in-process (`cni_nft`): one transaction per ADD or DEL, per-container state as set
+//! elements tagged with (network, containerID, ifname), so DEL without IPs and GC find them.
 
 use std::net::IpAddr;
 
@@ -8,6 +8,7 @@ use ipnetwork::IpNetwork;
 
 use cni_core::{CniError, CniResult};
 use cni_nft::masq::MasqSetup;
+use cni_nft::spoofchk::SpoofChk;
 
 use crate::config::{Conf, MasqBackend};
 use crate::iptables;
@@ -16,16 +17,32 @@ fn nft_err(e: cni_nft::Error) -> CniError {
     CniError::internal(e.to_string())
 }
 
-/// Lets the bridge's traffic through a dockerd-managed FORWARD chain (dockerd sets its policy
-/// to DROP and loads br_netfilter), isolates it from our other bridges (unless
+/// The host side of one attachment, as the firewall needs it.
+pub struct Port<'a> {
+    pub bridge: &'a str,
+    pub host_veth: &'a str,
+    /// The container interface's MAC: the only source MAC allowed from `host_veth` with
+    /// `macspoofchk`.
+    pub container_mac: [u8; 6],
+}
+
+/// Drops frames from the host veth whose source MAC is not the container's (when
+/// `macspoofchk`), lets the bridge's traffic through a dockerd-managed FORWARD chain (dockerd
+/// sets its policy to DROP and loads br_netfilter), isolates it from our other bridges (unless
 /// `isolateBridges` is false), and programs masquerade for the attachment (when `ipMasq`).
 pub fn setup(
     conf: &Conf,
     id: &str,
     ifname: &str,
-    bridge: &str,
+    port: &Port<'_>,
     result: &CniResult,
 ) -> Result<(), CniError> {
+    if conf.macspoofchk {
+        SpoofChk::new()
+            .and_then(|mut s| s.add(&conf.name, id, ifname, port.host_veth, port.container_mac))
+            .map_err(|e| nft_err(e).context("failed to set up macspoofchk"))?;
+    }
+    let bridge = port.bridge;
     cni_nft::forward::ensure_bridge_forwarding(bridge, conf.isolate_bridges).map_err(|e| {
         nft_err(e).context(format!("failed to set up forwarding for bridge {bridge:?}"))
     })?;
@@ -44,9 +61,30 @@ pub fn setup(
     }
 }
 
-/// Removes the attachment's masquerade state; `ips` when known (prevResult or the live link),
-/// otherwise elements are found by their tag. Missing state is success.
+/// Removes the attachment's spoof check (found by its tag: the host veth and MAC are not
+/// needed) and masquerade state (`ips` when known, from prevResult or the live link, otherwise
+/// by tag). Missing state is success; both parts are attempted even if one fails.
 pub fn teardown(
+    conf: &Conf,
+    id: &str,
+    ifname: &str,
+    ips: Option<&[IpAddr]>,
+) -> Result<(), CniError> {
+    let spoof = if conf.macspoofchk {
+        SpoofChk::new()
+            .and_then(|mut s| s.del(&conf.name, id, ifname))
+            .map_err(|e| nft_err(e).context("failed to remove macspoofchk"))
+    } else {
+        Ok(())
+    };
+    let masq = teardown_masq(conf, id, ifname, ips);
+    match (spoof, masq) {
+        (Ok(()), r) | (r, Ok(())) => r,
+        (Err(a), Err(b)) => Err(CniError::internal(format!("{a}; {b}"))),
+    }
+}
+
+fn teardown_masq(
     conf: &Conf,
     id: &str,
     ifname: &str,
@@ -63,14 +101,24 @@ pub fn teardown(
     }
 }
 
-/// Drops masquerade elements of this network whose attachment is not in `valid`.
+/// Drops masquerade and spoof check elements of this network whose attachment is not in
+/// `valid`. Runs whatever `ipMasq`/`macspoofchk` say now: they may have been on when the
+/// stale attachments were made.
 pub fn gc(conf: &Conf, valid: &[(String, String)]) -> Result<(), CniError> {
     let v: Vec<(&str, &str)> = valid
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    MasqSetup::new()
+    let masq = MasqSetup::new()
         .and_then(|mut m| m.gc(&conf.name, &v))
         .map(|_| ())
-        .map_err(|e| nft_err(e).context("GC of masquerade state"))
+        .map_err(|e| nft_err(e).context("GC of masquerade state"));
+    let spoof = SpoofChk::new()
+        .and_then(|mut s| s.gc(&conf.name, &v))
+        .map(|_| ())
+        .map_err(|e| nft_err(e).context("GC of macspoofchk state"));
+    match (masq, spoof) {
+        (Ok(()), r) | (r, Ok(())) => r,
+        (Err(a), Err(b)) => Err(CniError::internal(format!("{a}; {b}"))),
+    }
 }

@@ -14,6 +14,7 @@ pub mod firewall;
 pub mod gateway;
 pub mod host;
 pub mod ids;
+pub mod ipam;
 pub mod iptables;
 pub mod plugin;
 pub mod port;

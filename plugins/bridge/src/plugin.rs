@@ -1,6 +1,6 @@
 //! The verb table: ADD, DEL, CHECK, GC and STATUS for the skel.
 
-use cni_core::{delegate, CniError, CniResult, Command, Plugin, Request};
+use cni_core::{CniError, CniResult, Command, Plugin, Request};
 use serde_json::Value;
 
 use crate::{add, check, config, del, firewall};
@@ -30,7 +30,7 @@ impl Plugin for Bridge {
             errs.push(e.to_string());
         }
         if conf.l3() {
-            if let Err(e) = delegate::run(&conf.ipam_type, Command::Gc, req) {
+            if let Err(e) = crate::ipam::run(&conf, Command::Gc, req) {
                 errs.push(e.to_string());
             }
         }
@@ -44,7 +44,7 @@ impl Plugin for Bridge {
     fn status(&self, req: &Request) -> Result<(), CniError> {
         let conf = config::load(req)?;
         if conf.l3() {
-            delegate::run(&conf.ipam_type, Command::Status, req)?;
+            crate::ipam::run(&conf, Command::Status, req)?;
         }
         Ok(())
     }
