@@ -198,7 +198,11 @@ impl Reply {
     }
     /// Asserts failure and returns (code, msg) of the error JSON.
     pub fn err(&self) -> (u64, String) {
-        assert_ne!(self.code, 0, "expected failure, got success: {}", self.stdout);
+        assert_ne!(
+            self.code, 0,
+            "expected failure, got success: {}",
+            self.stdout
+        );
         let v = self.json();
         (
             v["code"].as_u64().expect("error code"),
@@ -278,5 +282,159 @@ impl PluginDir {
     }
     pub fn path(&self) -> &str {
         self.0.str()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inspection helpers: what a plugin left in a namespace, on disk, or in nftables.
+// ---------------------------------------------------------------------------------------------
+
+impl Netns {
+    /// Runs a command inside the netns, panicking with stderr on failure; returns stdout.
+    pub fn sh(&self, args: &[&str]) -> String {
+        let mut v = vec!["ip", "netns", "exec", &self.name];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Names of every link in the netns.
+    pub fn link_names(&self) -> std::collections::BTreeSet<String> {
+        self.ip_json(&["link", "show"])
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `ip -j -d link show dev NAME`, or None when the link does not exist.
+    pub fn link(&self, name: &str) -> Option<Value> {
+        let out = Command::new("ip")
+            .args(["-j", "-d", "-n", &self.name, "link", "show", "dev", name])
+            .output()
+            .expect("spawn ip");
+        if !out.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.as_array()?.first().cloned()
+    }
+
+    /// Global (non link-local) addresses of `dev` as "ip/prefix"; empty when `dev` is absent.
+    pub fn addrs(&self, dev: &str) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-j", "-n", &self.name, "addr", "show", "dev", dev])
+            .output()
+            .expect("spawn ip");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let mut res = Vec::new();
+        for l in v.as_array().into_iter().flatten() {
+            for a in l["addr_info"].as_array().into_iter().flatten() {
+                if a["scope"] == "global" {
+                    res.push(format!(
+                        "{}/{}",
+                        a["local"].as_str().unwrap_or(""),
+                        a["prefixlen"]
+                    ));
+                }
+            }
+        }
+        res
+    }
+
+    /// The netns's whole nftables ruleset as `nft -j` prints it.
+    pub fn nft_ruleset(&self) -> Value {
+        serde_json::from_str(&self.sh(&["nft", "-j", "list", "ruleset"])).unwrap_or(Value::Null)
+    }
+}
+
+/// Every string found in the elements of every set and map of an `nft -j` ruleset (keys,
+/// values, and the `val` of commented elements), so a test can ask "is this IP in any set?".
+pub fn nft_set_elements(ruleset: &Value) -> Vec<String> {
+    fn strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            Value::Object(o) => o
+                .iter()
+                .filter(|(k, _)| k.as_str() != "comment")
+                .for_each(|(_, x)| strings(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for item in ruleset["nftables"].as_array().into_iter().flatten() {
+        for kind in ["set", "map"] {
+            if let Some(elem) = item[kind].get("elem") {
+                strings(elem, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// host-local's reservations of `network` under `data_dir`: the files named by an IP.
+pub fn host_local_reservations(
+    data_dir: &Path,
+    network: &str,
+) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(data_dir.join(network))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The network config a runtime sends for CHECK/DEL of a conflist: the ADD config plus the
+/// cached result as `prevResult`.
+pub fn with_prev_result(conf: &Value, prev: &Value) -> Value {
+    let mut c = conf.clone();
+    c["prevResult"] = prev.clone();
+    c
+}
+
+/// A background process in its own process group, terminated (SIGTERM, then SIGKILL after
+/// `grace`) together with everything it spawned when dropped, also when a test panics.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub grace: std::time::Duration,
+}
+
+impl Daemon {
+    pub fn spawn(mut cmd: Command) -> std::io::Result<Daemon> {
+        cmd.process_group(0);
+        Ok(Daemon {
+            child: cmd.spawn()?,
+            grace: std::time::Duration::from_secs(10),
+        })
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's process group (created by `process_group(0)`);
+        // no memory is shared with the callee.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + self.grace;
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // SAFETY: as above; SIGKILL whatever of the group is left (helpers of the daemon).
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,356 @@
+//! Benchmark of the bridge plugin, ours and the reference side by side in one run, each with
+//! its own host-local and ipMasq, inside throwaway namespaces: sequential ADD and DEL latency
+//! (p50/p95, as a runtime sees it: fork+exec of the plugin included), then N ADDs with J in
+//! parallel (wall time, failures, duplicate IPs).
+//!
+//! Usage: cni-bench-bridge [--ours DIR] [--reference DIR] [--iterations N] [--parallel N]
+//!                         [--jobs J] [--check-targets]
+//! `--ours` defaults to the directory of this executable (target/release when built with
+//! `cargo build --release --workspace --bins`, as scripts/bench-bridge.sh does).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cni_tests::{run, unique, with_prev_result, Call, Netns, PluginDir, Reply, TempDir};
+use serde_json::{json, Value};
+
+struct Opts {
+    ours: PathBuf,
+    reference: PathBuf,
+    iterations: usize,
+    parallel: usize,
+    jobs: usize,
+    check_targets: bool,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        ours: cni_tests::bin_dir(),
+        reference: PathBuf::from(cni_tests::REFERENCE_DIR),
+        iterations: 100,
+        parallel: 40,
+        jobs: 16,
+        check_targets: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--ours" => o.ours = val().into(),
+            "--reference" => o.reference = val().into(),
+            "--iterations" => o.iterations = val().parse().unwrap_or_else(|_| usage("bad N")),
+            "--parallel" => o.parallel = val().parse().unwrap_or_else(|_| usage("bad N")),
+            "--jobs" => o.jobs = val().parse().unwrap_or_else(|_| usage("bad J")),
+            "--check-targets" => o.check_targets = true,
+            _ => usage(&format!("unknown argument {a}")),
+        }
+    }
+    o
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("cni-bench-bridge: {msg}");
+    eprintln!(
+        "usage: cni-bench-bridge [--ours DIR] [--reference DIR] [--iterations N] [--parallel N] [--jobs J] [--check-targets]"
+    );
+    std::process::exit(2)
+}
+
+/// One implementation's world: a host netns, a CNI_PATH with its bridge + host-local, and a
+/// host-local dataDir.
+struct Bench {
+    host: Netns,
+    _data: TempDir,
+    cni: PluginDir,
+    bridge: PathBuf,
+    conf: Value,
+}
+
+impl Bench {
+    fn new(dir: &Path) -> Bench {
+        let bridge = dir.join("bridge");
+        let ipam = dir.join("host-local");
+        for p in [&bridge, &ipam] {
+            if !p.exists() {
+                usage(&format!("{} not found", p.display()));
+            }
+        }
+        let host = Netns::new("bbh");
+        let data = TempDir::new("bbdata");
+        let cni = PluginDir::new(&[("bridge", &bridge), ("host-local", &ipam)]);
+        // 1.0.0: the newest version Debian's reference plugins speak.
+        let conf = json!({
+            "cniVersion": "1.0.0",
+            "name": "benchnet",
+            "type": "bridge",
+            "bridge": "bbr0",
+            "isGateway": true,
+            "ipMasq": true,
+            "ipam": {
+                "type": "host-local",
+                "dataDir": data.str(),
+                "ranges": [[{"subnet": "10.88.0.0/16"}]]
+            }
+        });
+        Bench {
+            host,
+            _data: data,
+            cni,
+            bridge,
+            conf,
+        }
+    }
+
+    fn call(&self, cmd: &str, ns: &Netns, id: &str, conf: &Value) -> (Duration, Reply) {
+        let call = Call {
+            container_id: id,
+            netns: ns.path_str(),
+            ifname: "eth0",
+            cni_path: self.cni.path(),
+            host: Some(&self.host),
+            ..Call::new(&self.bridge, cmd)
+        };
+        let stdin = conf.to_string();
+        let t = Instant::now();
+        let r = run(&call, &stdin);
+        (t.elapsed(), r)
+    }
+
+    fn add(&self, ns: &Netns, id: &str) -> (Duration, Result<Value, String>) {
+        let (d, r) = self.call("ADD", ns, id, &self.conf);
+        let res = if r.ok() {
+            serde_json::from_str(&r.stdout).map_err(|e| e.to_string())
+        } else {
+            Err(format!("{} {}", r.stdout.trim(), r.stderr.trim()))
+        };
+        (d, res)
+    }
+
+    fn del(&self, ns: &Netns, id: &str, prev: &Value) -> (Duration, Result<(), String>) {
+        let (d, r) = self.call("DEL", ns, id, &with_prev_result(&self.conf, prev));
+        let res = if r.ok() {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.stdout.trim(), r.stderr.trim()))
+        };
+        (d, res)
+    }
+}
+
+#[derive(Default)]
+struct Figures {
+    /// p50 of a bare `VERSION` exec of the bridge binary: the process-spawn floor of every
+    /// call on this machine, to read the other figures against.
+    exec_p50: f64,
+    add_p50: f64,
+    add_p95: f64,
+    del_p50: f64,
+    del_p95: f64,
+    par_wall: f64,
+    par_failures: usize,
+    par_dups: usize,
+    seq_failures: usize,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn first_ip(r: &Value) -> Option<String> {
+    r["ips"][0]["address"].as_str().map(str::to_string)
+}
+
+fn measure(label: &str, dir: &Path, o: &Opts) -> Figures {
+    eprintln!("== {label}: {}", dir.display());
+    let b = Bench::new(dir);
+    let mut f = Figures::default();
+
+    let mut execs: Vec<f64> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            run(
+                &Call::new(&b.bridge, "VERSION"),
+                r#"{"cniVersion":"1.0.0"}"#,
+            );
+            ms(t.elapsed())
+        })
+        .collect();
+    execs.sort_by(f64::total_cmp);
+    f.exec_p50 = pct(&execs, 0.5);
+
+    // Warm-up: creates the bridge, gateway address and masquerade tables once.
+    let ns = Netns::new("bbc");
+    match b.add(&ns, "warmup") {
+        (_, Ok(r)) => {
+            let _ = b.del(&ns, "warmup", &r);
+        }
+        (_, Err(e)) => eprintln!("{label}: warm-up ADD failed: {e}"),
+    }
+    drop(ns);
+
+    let (mut adds, mut dels) = (Vec::new(), Vec::new());
+    for i in 0..o.iterations {
+        let ns = Netns::new("bbc");
+        let id = format!("seq{i}");
+        let (d, r) = b.add(&ns, &id);
+        match r {
+            Ok(res) => {
+                adds.push(ms(d));
+                let (d, r) = b.del(&ns, &id, &res);
+                match r {
+                    Ok(()) => dels.push(ms(d)),
+                    Err(e) => {
+                        f.seq_failures += 1;
+                        eprintln!("{label}: DEL {i} failed: {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                f.seq_failures += 1;
+                eprintln!("{label}: ADD {i} failed: {e}");
+            }
+        }
+    }
+    adds.sort_by(f64::total_cmp);
+    dels.sort_by(f64::total_cmp);
+    (f.add_p50, f.add_p95) = (pct(&adds, 0.5), pct(&adds, 0.95));
+    (f.del_p50, f.del_p95) = (pct(&dels, 0.5), pct(&dels, 0.95));
+
+    // N ADDs, J at a time, each into its own (pre-created) container netns.
+    let nss: Vec<Netns> = (0..o.parallel).map(|_| Netns::new("bbp")).collect();
+    let ids: Vec<String> = (0..o.parallel).map(|_| unique("par")).collect();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Result<Value, String>)>> = Mutex::new(Vec::new());
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..o.jobs.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= nss.len() {
+                    break;
+                }
+                let (_, r) = b.add(&nss[i], &ids[i]);
+                results.lock().expect("results lock").push((i, r));
+            });
+        }
+    });
+    f.par_wall = t.elapsed().as_secs_f64();
+    let results = results.into_inner().expect("results lock");
+    let mut seen = BTreeSet::new();
+    for (i, r) in &results {
+        match r {
+            Ok(res) => match first_ip(res) {
+                Some(ip) => {
+                    if !seen.insert(ip) {
+                        f.par_dups += 1;
+                    }
+                }
+                None => f.par_failures += 1,
+            },
+            Err(e) => {
+                f.par_failures += 1;
+                eprintln!("{label}: parallel ADD {i} failed: {e}");
+            }
+        }
+    }
+    for (i, r) in &results {
+        if let Ok(res) = r {
+            let _ = b.del(&nss[*i], &ids[*i], res);
+        }
+    }
+    f
+}
+
+fn main() {
+    let o = opts();
+    let ours = measure("ours", &o.ours, &o);
+    let reference = measure("reference", &o.reference, &o);
+
+    println!(
+        "bridge + host-local + ipMasq, {} sequential ADD/DEL, {} ADDs {} in parallel (load average {})",
+        o.iterations,
+        o.parallel,
+        o.jobs,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "{:<26} {:>12} {:>12} {:>10}   target (ours)",
+        "metric", "reference", "ours", "ref/ours"
+    );
+    let mut missed = Vec::new();
+    let mut row = |name: &str, unit: &str, r: f64, us: f64, target: Option<f64>| {
+        let verdict = match target {
+            Some(t) if us <= t => format!("<= {t} {unit}: ok"),
+            Some(t) => {
+                missed.push(name.to_string());
+                format!("<= {t} {unit}: MISSED")
+            }
+            None => String::new(),
+        };
+        println!(
+            "{:<26} {:>9.2} {unit:<2} {:>9.2} {unit:<2} {:>9.1}x   {verdict}",
+            name,
+            r,
+            us,
+            r / us
+        );
+    };
+    row(
+        "exec floor (VERSION) p50",
+        "ms",
+        reference.exec_p50,
+        ours.exec_p50,
+        None,
+    );
+    row("ADD p50", "ms", reference.add_p50, ours.add_p50, Some(3.0));
+    row("ADD p95", "ms", reference.add_p95, ours.add_p95, None);
+    row("DEL p50", "ms", reference.del_p50, ours.del_p50, Some(2.0));
+    row("DEL p95", "ms", reference.del_p95, ours.del_p95, None);
+    row(
+        &format!("{} ADDs x{} wall", o.parallel, o.jobs),
+        "s",
+        reference.par_wall,
+        ours.par_wall,
+        Some(0.15),
+    );
+    println!(
+        "{:<26} {:>12} {:>12}",
+        "sequential failures", reference.seq_failures, ours.seq_failures
+    );
+    println!(
+        "{:<26} {:>12} {:>12}",
+        "parallel failures", reference.par_failures, ours.par_failures
+    );
+    println!(
+        "{:<26} {:>12} {:>12}",
+        "parallel duplicate IPs", reference.par_dups, ours.par_dups
+    );
+    let broken = ours.seq_failures + ours.par_failures + ours.par_dups;
+    if broken > 0 {
+        eprintln!("ours: {broken} failures or duplicate IPs");
+        std::process::exit(1);
+    }
+    if o.check_targets && !missed.is_empty() {
+        eprintln!("ours missed targets: {}", missed.join(", "));
+        std::process::exit(1);
+    }
+}
