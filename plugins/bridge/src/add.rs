@@ -56,16 +56,7 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
     let mut hnl = Netlink::new().map_err(nl)?;
     let mut cnl = Netlink::new_in_netns(&ns).map_err(nl)?;
     let ifname = &req.env.ifname;
-    if cnl
-        .link_by_name(ifname)
-        .ctx(|| format!("look up {ifname:?} in the container"))?
-        .is_some()
-    {
-        return Err(CniError::internal(format!(
-            "container veth name {ifname:?} already exists in {}; DEL the previous attachment first",
-            req.env.netns
-        )));
-    }
+    wait_ifname_free(&mut cnl, ifname, &req.env.netns)?;
     if let Some(br) = hnl
         .link_by_name(&conf.bridge)
         .ctx(|| "look up bridge".into())?
@@ -248,5 +239,27 @@ fn wait_port_up(hnl: &mut Netlink, hveth: &LinkInfo) -> Result<(), CniError> {
         std::thread::sleep(step);
         waited += step;
         step = (step * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A DEL finishes deleting its veth in the background (see `reaper`), so an ADD that follows
+/// at once may still see the old name for a few milliseconds: wait briefly before calling it a
+/// duplicate.
+fn wait_ifname_free(cnl: &mut Netlink, ifname: &str, netns: &str) -> Result<(), CniError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+    loop {
+        let present = cnl
+            .link_by_name(ifname)
+            .ctx(|| format!("look up {ifname:?} in the container"))?
+            .is_some();
+        if !present {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(CniError::internal(format!(
+                "container veth name {ifname:?} already exists in {netns}; DEL the previous attachment first"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -1,6 +1,12 @@
 //! DEL: idempotent and best-effort. Everything this plugin made for the attachment is removed
 //! even when CNI_NETNS is empty or dead (what `ctr run --cni` sends): the veth through the
 //! prevResult's host interface, and the masquerade state by attachment identity.
+//!
+//! Order: find the veth (and its addresses), remove the masquerade state, release the IPs,
+//! then delete the veth. Deleting a veth costs the kernel 10-30 ms (it waits for an RCU grace
+//! period), which would be 90% of a DEL; that last step therefore runs in a detached process
+//! (see [`crate::reaper`]) and DEL returns at once. The container end is gone moments later;
+//! an ADD that finds its name still present waits for it (see `add`).
 
 use std::net::IpAddr;
 
@@ -9,7 +15,7 @@ use cni_netlink::{Family, NetNs, Netlink};
 
 use crate::config::{self, Conf};
 use crate::errors::nl;
-use crate::firewall;
+use crate::{firewall, reaper};
 
 pub fn del(req: &Request) -> Result<(), CniError> {
     let conf = config::load(req)?;
@@ -26,15 +32,16 @@ pub fn del(req: &Request) -> Result<(), CniError> {
         .map(|p| p.ips.iter().map(|i| i.address.ip()).collect());
     let mut errors: Vec<CniError> = Vec::new();
 
-    let removed = remove_container_link(req, &mut ips).unwrap_or_else(|e| {
+    let mut doomed = find_container_link(req, &mut ips).unwrap_or_else(|e| {
         eprintln!("bridge: DEL: {e}");
-        false
+        None
     });
-    if !removed {
+    if doomed.is_none() {
         if let Some(p) = &prev {
-            if let Err(e) = remove_host_veth(&conf, p) {
+            doomed = find_host_veth(&conf, p).unwrap_or_else(|e| {
                 eprintln!("bridge: DEL: {e}");
-            }
+                None
+            });
         }
     }
     // Masquerade before IPAM: teardown checks that an element still belongs to this
@@ -52,6 +59,7 @@ pub fn del(req: &Request) -> Result<(), CniError> {
             errors.push(e);
         }
     }
+    reaper::finish(doomed);
     match errors.len() {
         0 => Ok(()),
         1 => Err(errors.remove(0)),
@@ -63,16 +71,19 @@ pub fn del(req: &Request) -> Result<(), CniError> {
     }
 }
 
-/// Deletes CNI_IFNAME inside CNI_NETNS (which removes the pair), collecting its global
-/// addresses when the prevResult did not give them. Returns whether the link was found.
-fn remove_container_link(req: &Request, ips: &mut Option<Vec<IpAddr>>) -> Result<bool, CniError> {
+/// Finds CNI_IFNAME inside CNI_NETNS, collecting its global addresses when the prevResult did
+/// not give them. Returns a socket in that netns and the link's index.
+fn find_container_link(
+    req: &Request,
+    ips: &mut Option<Vec<IpAddr>>,
+) -> Result<Option<(Netlink, u32)>, CniError> {
     let path = &req.env.netns;
     if path.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     let ns = match NetNs::open(path) {
         Ok(ns) => ns,
-        Err(e) if e.is_not_found() => return Ok(false), // netns already gone: so is the veth
+        Err(e) if e.is_not_found() => return Ok(None), // netns already gone: so is the veth
         Err(e) => {
             return Err(CniError::internal(format!(
                 "cannot open netns {path:?} ({e}); cleaning up from the prevResult instead"
@@ -81,56 +92,50 @@ fn remove_container_link(req: &Request, ips: &mut Option<Vec<IpAddr>>) -> Result
     };
     let mut cnl = Netlink::new_in_netns(&ns).map_err(nl)?;
     let Some(link) = cnl.link_by_name(&req.env.ifname).map_err(nl)? else {
-        return Ok(false);
+        return Ok(None);
     };
     if ips.is_none() {
         let addrs = cnl.addresses(Some(link.index), None).map_err(nl)?;
         let global: Vec<IpAddr> = addrs
             .iter()
-            .filter(|a| a.scope == 0 && !(Family::of(&a.ip) == Family::V6 && is_link_local6(&a.ip)))
+            .filter(|a| {
+                a.scope == 0 && !(Family::of(&a.ip) == Family::V6 && is_link_local6(&a.ip))
+            })
             .map(|a| a.ip)
             .collect();
         if !global.is_empty() {
             *ips = Some(global);
         }
     }
-    match cnl.delete_link(link.index) {
-        Ok(()) => Ok(true),
-        Err(e) if e.is_not_found() => Ok(true),
-        Err(e) => Err(CniError::internal(format!(
-            "failed to delete {:?} in {path}: {e}",
-            req.env.ifname
-        ))),
-    }
+    Ok(Some((cnl, link.index)))
 }
 
 fn is_link_local6(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
 }
 
-/// Without a usable netns, remove the host end named in the prevResult — but only if it still
-/// is a veth on our bridge (names can be reused).
-fn remove_host_veth(conf: &Conf, prev: &cni_core::CniResult) -> Result<(), CniError> {
+/// Without a usable netns, the host end named in the prevResult — but only if it still is a
+/// veth on our bridge (names can be reused).
+fn find_host_veth(
+    conf: &Conf,
+    prev: &cni_core::CniResult,
+) -> Result<Option<(Netlink, u32)>, CniError> {
     let Some(host_if) = prev
         .interfaces
         .iter()
         .find(|i| i.sandbox.is_empty() && i.name != conf.bridge && i.name.starts_with("veth"))
     else {
-        return Ok(());
+        return Ok(None);
     };
     let mut hnl = Netlink::new().map_err(nl)?;
     let Some(br) = hnl.link_by_name(&conf.bridge).map_err(nl)? else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(l) = hnl.link_by_name(&host_if.name).map_err(nl)? else {
-        return Ok(());
+        return Ok(None);
     };
     if l.is_veth() && l.master == Some(br.index) {
-        match hnl.delete_link(l.index) {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(nl(e)),
-        }
+        return Ok(Some((hnl, l.index)));
     }
-    Ok(())
+    Ok(None)
 }

@@ -94,9 +94,15 @@ fn teardown_masq(
         return Ok(());
     }
     match conf.masq_backend {
-        MasqBackend::Nftables => MasqSetup::new()
-            .and_then(|mut m| m.del(&conf.name, id, ifname, ips))
-            .map_err(|e| nft_err(e).context("failed to remove masquerade")),
+        MasqBackend::Nftables => {
+            let mut m = MasqSetup::new()
+                .map_err(|e| nft_err(e).context("failed to remove masquerade"))?;
+            let r = m
+                .del(&conf.name, id, ifname, ips)
+                .map_err(|e| nft_err(e).context("failed to remove masquerade"));
+            crate::reaper::linger(m); // its close is slow after a delete: see reaper
+            r
+        }
         MasqBackend::Iptables => iptables::teardown(&conf.name, id, ips),
     }
 }

@@ -18,3 +18,4 @@ pub mod ipam;
 pub mod iptables;
 pub mod plugin;
 pub mod port;
+pub mod reaper;

@@ -158,7 +158,48 @@ impl Fx {
             host: Some(&self.host),
             ..Call::new(&self.bridge_bin, command)
         };
-        run(&call, &conf.to_string())
+        let reply = run(&call, &conf.to_string());
+        if command == "DEL" && reply.ok() {
+            self.settle_del(netns, ifname, conf);
+        }
+        reply
+    }
+
+    /// DEL returns before the kernel has finished deleting the veth (the plugin deletes it in a
+    /// detached process): wait until the container end and the prevResult's host end are gone,
+    /// so assertions about links see the final state.
+    fn settle_del(&self, netns: &str, ifname: &str, conf: &Value) {
+        let host_veth = conf["prevResult"]["interfaces"][1]["name"]
+            .as_str()
+            .map(str::to_string);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let ctr_gone = netns.is_empty()
+                || !std::path::Path::new(netns).exists()
+                || !cni_tests::sh(&[
+                    "ip",
+                    "-n",
+                    netns.rsplit('/').next().unwrap_or(""),
+                    "-o",
+                    "link",
+                    "show",
+                ])
+                .lines()
+                .any(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .map(|n| n.trim().split('@').next() == Some(ifname))
+                        .unwrap_or(false)
+                });
+            let host_gone = host_veth
+                .as_deref()
+                .map(|v| self.host.link(v).is_none())
+                .unwrap_or(true);
+            if (ctr_gone && host_gone) || std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// ADD in a fresh container netns; panics (with the plugin's error) when it fails.
