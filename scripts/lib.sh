@@ -31,5 +31,5 @@ install_system_packages() {
 # Builds every binary in release mode and prints the directory holding them.
 build_release() {
     (cd "$REPO_ROOT" && cargo build --release --workspace --bins -q) >&2
-    echo "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release"
+    echo "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/x86_64-unknown-linux-gnu/release"
 }

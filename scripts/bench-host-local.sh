@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Benchmarks our host-local IPAM against the reference (Debian's /usr/lib/cni/host-local) in one
+# run: ADD and DEL latency p50/p95 at 10, 1,000 and 20,000 live reservations, one process per
+# call as a runtime does, with the ratio reference/ours. Root is needed (a throwaway netns).
+# Extra arguments go to the driver, e.g. --iters 500 or --sizes 10,50000.
+source "$(dirname "$0")/lib.sh"
+need_root
+if [ ! -x /usr/lib/cni/host-local ]; then
+    echo ">> apt-get install containernetworking-plugins (the reference peer)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containernetworking-plugins >/dev/null
+fi
+(cd "$REPO_ROOT" && cargo build --release -q -p host-local -p cni-tests --bin host-local --bin cni-bench-ipam) >&2
+bin_dir="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/x86_64-unknown-linux-gnu/release"
+exec "$bin_dir/cni-bench-ipam" --ours "$bin_dir/host-local" --ref /usr/lib/cni/host-local "$@"
