@@ -9,6 +9,8 @@ echo ">> cargo fmt --check"
 cargo fmt --all -- --check
 echo ">> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings
+echo ">> cargo build (the integration tests exec the built plugin binaries)"
+cargo build --workspace --bins -q
 echo ">> cargo test"
 # Integration tests build namespaces and bridges; run test binaries one at a time so two
 # suites never fight over the host's nftables or sysctls, while tests inside a suite still run
