@@ -16,6 +16,7 @@ use std::path::Path;
 use cni_core::{CniError, IpConfig};
 
 use crate::config::IpamConfig;
+use crate::pool::Pool;
 use crate::range::{to_u128, RangeSet};
 use crate::store::{self, NetDir, Owner};
 
@@ -78,19 +79,26 @@ pub fn allocate(
     conf: &IpamConfig,
     plan: &[Option<IpAddr>],
     owner: &Owner,
+    pool: &mut Pool,
 ) -> Result<Vec<IpConfig>, (CniError, bool)> {
     let mut made: Vec<IpAddr> = Vec::with_capacity(conf.range_sets.len());
     let mut out = Vec::with_capacity(conf.range_sets.len());
     for (idx, set) in conf.range_sets.iter().enumerate() {
         let got = match plan[idx] {
-            Some(ip) => reserve_requested(dir, set, idx, ip, owner),
-            None => reserve_next(dir, set, idx, owner),
+            Some(ip) => reserve_requested(dir, set, idx, ip, owner, pool),
+            None => reserve_next(dir, set, idx, owner, pool),
         };
+        let got = got.and_then(|ip| match set.range_for(ip) {
+            Some(r) => Ok((ip, r)),
+            // Cannot happen: the address came from this set.
+            None => Err((
+                CniError::internal(format!("{ip} is not in {set}")),
+                Some(ip),
+            )),
+        });
         match got {
-            Ok(ip) => {
+            Ok((ip, r)) => {
                 made.push(ip);
-                // Sets were validated, and the address came from this set.
-                let r = set.range_for(ip).expect("allocated address is in its set");
                 out.push(IpConfig {
                     interface: None,
                     address: r.with_prefix(to_u128(ip)),
@@ -100,19 +108,42 @@ pub fn allocate(
             Err((e, reserved)) => {
                 made.extend(reserved);
                 let clean = rollback(dir, &made);
-                return Err((e.context(format!("failed to allocate for range {idx}")), clean));
+                return Err((
+                    e.context(format!("failed to allocate for range {idx}")),
+                    clean,
+                ));
             }
         }
     }
     Ok(out)
 }
 
-/// Releases addresses this call reserved. Returns whether all went.
+/// Releases addresses this call reserved (every one, even after a failure). Returns whether
+/// all went.
 pub fn rollback(dir: &NetDir, made: &[IpAddr]) -> bool {
-    made.iter().all(|ip| dir.release(*ip).is_ok())
+    let mut all = true;
+    for ip in made {
+        all &= dir.release(*ip).is_ok();
+    }
+    all
 }
 
 type Failure = (CniError, Option<IpAddr>);
+
+/// One exclusive create of `ip`'s file: through a recycled spare when there is one.
+fn try_reserve(dir: &NetDir, pool: &mut Pool, ip: IpAddr, owner: &Owner) -> Result<bool, Failure> {
+    if let Some(spare) = pool.prepare(owner).map(Path::to_path_buf) {
+        match dir.reserve_linked(ip, &spare) {
+            Ok(true) => {
+                pool.consumed();
+                return Ok(true);
+            }
+            Ok(false) => return Ok(false),
+            Err(_) => pool.disable(),
+        }
+    }
+    dir.reserve(ip, owner).map_err(|e| (e, None))
+}
 
 fn reserved(dir: &NetDir, idx: usize, ip: IpAddr) -> Result<IpAddr, Failure> {
     // As the reference, the pointer moves with every reservation, requested ones included.
@@ -126,8 +157,9 @@ fn reserve_requested(
     idx: usize,
     ip: IpAddr,
     owner: &Owner,
+    pool: &mut Pool,
 ) -> Result<IpAddr, Failure> {
-    if dir.reserve(ip, owner).map_err(|e| (e, None))? {
+    if try_reserve(dir, pool, ip, owner)? {
         return reserved(dir, idx, ip);
     }
     Err((
@@ -148,11 +180,7 @@ fn exhausted(set: &RangeSet) -> Failure {
 /// Distinct allocatable addresses of `set` among `used`.
 fn taken_in(set: &RangeSet, used: &HashSet<u128>) -> u128 {
     used.iter()
-        .filter(|x| {
-            set.0
-                .iter()
-                .any(|r| r.contains_u(**x) && r.gateway != **x)
-        })
+        .filter(|x| set.0.iter().any(|r| r.contains_u(**x) && r.gateway != **x))
         .count() as u128
 }
 
@@ -161,6 +189,7 @@ fn reserve_next(
     set: &RangeSet,
     idx: usize,
     owner: &Owner,
+    pool: &mut Pool,
 ) -> Result<IpAddr, Failure> {
     let mut misses = 0u32;
     let mut used: Option<HashSet<u128>> = None;
@@ -169,7 +198,7 @@ fn reserve_next(
             continue;
         }
         let ip = set.0[ri].ip(x);
-        if dir.reserve(ip, owner).map_err(|e| (e, None))? {
+        if try_reserve(dir, pool, ip, owner)? {
             return reserved(dir, idx, ip);
         }
         misses += 1;
@@ -230,12 +259,22 @@ mod tests {
     }
 
     fn subnets(list: &[&str]) -> String {
-        let r: Vec<String> = list.iter().map(|s| format!(r#"{{"subnet":"{s}"}}"#)).collect();
-        format!(r#"{{"cniVersion":"1.0.0","ipam":{{"ranges":[[{}]]}}}}"#, r.join(","))
+        let r: Vec<String> = list
+            .iter()
+            .map(|s| format!(r#"{{"subnet":"{s}"}}"#))
+            .collect();
+        format!(
+            r#"{{"cniVersion":"1.0.0","ipam":{{"ranges":[[{}]]}}}}"#,
+            r.join(",")
+        )
     }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    fn nopool() -> Pool {
+        Pool::new(Path::new("/nonexistent"), "net", 0, false)
     }
 
     /// One reference round-robin case: existing files, last reserved IP, expected result.
@@ -250,7 +289,8 @@ mod tests {
             d.set_last_reserved(0, ip(last)).unwrap();
         }
         let p = plan(&c)?;
-        let got = allocate(&d, &c, &p, &Owner::attachment("ID", "eth0")).map_err(|e| e.0)?;
+        let got = allocate(&d, &c, &p, &Owner::attachment("ID", "eth0"), &mut nopool())
+            .map_err(|e| e.0)?;
         Ok(got[0].address.ip().to_string())
     }
 
@@ -262,7 +302,12 @@ mod tests {
             (&["10.0.0.0/30"], &[], "", "10.0.0.2"),
             (&["10.0.0.0/29"], &["10.0.0.2"], "", "10.0.0.3"),
             (&["10.0.0.0/29"], &[], "10.0.0.5", "10.0.0.6"),
-            (&["10.0.0.0/29"], &["10.0.0.4", "10.0.0.5"], "10.0.0.3", "10.0.0.6"),
+            (
+                &["10.0.0.0/29"],
+                &["10.0.0.4", "10.0.0.5"],
+                "10.0.0.3",
+                "10.0.0.6",
+            ),
             (&["10.0.0.0/29"], &["10.0.0.6"], "10.0.0.5", "10.0.0.2"),
             (&["10.0.0.0/29"], &["10.0.0.2"], "10.0.0.128", "10.0.0.3"),
             (
@@ -273,7 +318,12 @@ mod tests {
             ),
             (&["10.0.0.0/30", "10.0.1.0/30"], &[], "", "10.0.0.2"),
             (&["10.0.0.0/30", "10.0.1.0/30"], &[], "10.0.0.2", "10.0.1.2"),
-            (&["10.0.0.0/30", "10.0.1.0/30", "10.0.2.0/30"], &[], "10.0.2.2", "10.0.0.2"),
+            (
+                &["10.0.0.0/30", "10.0.1.0/30", "10.0.2.0/30"],
+                &[],
+                "10.0.2.2",
+                "10.0.0.2",
+            ),
         ];
         for (i, (nets, taken, last, want)) in cases.iter().enumerate() {
             assert_eq!(case(nets, taken, last).unwrap(), *want, "case {i}");
@@ -294,8 +344,9 @@ mod tests {
             let e = case(nets, taken, "").unwrap_err();
             assert_eq!(e.code, 999);
             assert!(
-                e.msg
-                    .starts_with("failed to allocate for range 0: no IP addresses available in range set"),
+                e.msg.starts_with(
+                    "failed to allocate for range 0: no IP addresses available in range set"
+                ),
                 "{}",
                 e.msg
             );
@@ -314,21 +365,28 @@ mod tests {
         let d = NetDir::open(t.path(), "net").unwrap();
         let p = plan(&c).unwrap();
         for i in 2..7 {
-            let got = allocate(&d, &c, &p, &Owner::attachment(&format!("ID{i}"), "eth0")).unwrap();
+            let got = allocate(
+                &d,
+                &c,
+                &p,
+                &Owner::attachment(&format!("ID{i}"), "eth0"),
+                &mut nopool(),
+            )
+            .unwrap();
             assert_eq!(got[0].address.to_string(), format!("192.168.1.{i}/29"));
             assert_eq!(got[0].gateway, Some(ip("192.168.1.1")));
         }
-        assert!(allocate(&d, &c, &p, &Owner::attachment("ID8", "eth0")).is_err());
+        assert!(allocate(&d, &c, &p, &Owner::attachment("ID8", "eth0"), &mut nopool()).is_err());
         assert!(!t.path().join("net/192.168.1.7").exists());
 
         let t = TempDir::new("alloc-rr");
         let c = conf(&subnets(&["192.168.1.0/29"]), &t);
         let d = NetDir::open(t.path(), "net").unwrap();
         let o = Owner::attachment("ID", "eth0");
-        let got = allocate(&d, &c, &p, &o).unwrap();
+        let got = allocate(&d, &c, &p, &o, &mut nopool()).unwrap();
         assert_eq!(got[0].address.to_string(), "192.168.1.2/29");
         d.release(ip("192.168.1.2")).unwrap();
-        let got = allocate(&d, &c, &p, &o).unwrap();
+        let got = allocate(&d, &c, &p, &o, &mut nopool()).unwrap();
         assert_eq!(got[0].address.to_string(), "192.168.1.3/29");
     }
 
@@ -340,10 +398,10 @@ mod tests {
         c.requested = vec![ip("192.168.1.5")];
         let p = plan(&c).unwrap();
         let o = Owner::attachment("ID", "eth0");
-        let got = allocate(&d, &c, &p, &o).unwrap();
+        let got = allocate(&d, &c, &p, &o, &mut nopool()).unwrap();
         assert_eq!(got[0].address.ip(), ip("192.168.1.5"));
         assert_eq!(d.last_reserved(0), Some(ip("192.168.1.5")));
-        let (e, clean) = allocate(&d, &c, &p, &o).unwrap_err();
+        let (e, clean) = allocate(&d, &c, &p, &o, &mut nopool()).unwrap_err();
         assert!(clean);
         assert_eq!(
             e.msg,
@@ -413,9 +471,15 @@ mod tests {
         let d = NetDir::open(t.path(), "net").unwrap();
         assert!(d.reserve(ip("10.5.0.2"), &Owner::legacy("x")).unwrap());
         let p = plan(&c).unwrap();
-        let (e, clean) = allocate(&d, &c, &p, &Owner::attachment("c", "eth0")).unwrap_err();
+        let (e, clean) =
+            allocate(&d, &c, &p, &Owner::attachment("c", "eth0"), &mut nopool()).unwrap_err();
         assert!(clean);
-        assert!(e.msg.starts_with("failed to allocate for range 1: no IP addresses"), "{}", e.msg);
+        assert!(
+            e.msg
+                .starts_with("failed to allocate for range 1: no IP addresses"),
+            "{}",
+            e.msg
+        );
         assert!(!t.path().join("net/10.1.2.2").exists());
         // As the reference, the pointer of set 0 moved anyway.
         assert_eq!(d.last_reserved(0), Some(ip("10.1.2.2")));
@@ -431,7 +495,7 @@ mod tests {
             fs::write(t.path().join("net").join(a.to_string()), "x").unwrap();
         }
         let p = plan(&c).unwrap();
-        let got = allocate(&d, &c, &p, &Owner::attachment("c", "eth0")).unwrap();
+        let got = allocate(&d, &c, &p, &Owner::attachment("c", "eth0"), &mut nopool()).unwrap();
         assert_eq!(got[0].address.ip(), ip("10.7.2.88"));
         // Full: reported without walking the whole range.
         let t = TempDir::new("alloc-full");
@@ -441,12 +505,25 @@ mod tests {
             fs::write(t.path().join(format!("net/10.7.0.{i}")), "x").unwrap();
         }
         assert!(set_is_full(&t.path().join("net"), &c.range_sets[0], 0));
-        let (e, _) =
-            allocate(&d, &c, &plan(&c).unwrap(), &Owner::attachment("c", "eth0")).unwrap_err();
+        let (e, _) = allocate(
+            &d,
+            &c,
+            &plan(&c).unwrap(),
+            &Owner::attachment("c", "eth0"),
+            &mut nopool(),
+        )
+        .unwrap_err();
         assert!(e.msg.contains("no IP addresses available"), "{}", e.msg);
         fs::remove_file(t.path().join("net/10.7.0.77")).unwrap();
         assert!(!set_is_full(&t.path().join("net"), &c.range_sets[0], 0));
-        let got = allocate(&d, &c, &plan(&c).unwrap(), &Owner::attachment("c", "eth0")).unwrap();
+        let got = allocate(
+            &d,
+            &c,
+            &plan(&c).unwrap(),
+            &Owner::attachment("c", "eth0"),
+            &mut nopool(),
+        )
+        .unwrap();
         assert_eq!(got[0].address.ip(), ip("10.7.0.77"));
     }
 

@@ -51,7 +51,10 @@ fn type_err(key: &str, want: &str, got: &Value) -> CniError {
 }
 
 /// An optional object: absent and null are `None`.
-fn opt_obj<'a>(v: Option<&'a Value>, key: &str) -> Result<Option<&'a Map<String, Value>>, CniError> {
+fn opt_obj<'a>(
+    v: Option<&'a Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, CniError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
@@ -154,7 +157,9 @@ pub fn parse_requested(s: &str, source: &str) -> Result<IpAddr, CniError> {
     };
     let prefix_ok = |ip: &IpAddr, l: &str| {
         let max = if ip.is_ipv4() { 32 } else { 128 };
-        !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit())
+        !l.is_empty()
+            && l.len() <= 3
+            && l.bytes().all(|b| b.is_ascii_digit())
             && l.parse::<u32>().is_ok_and(|n| n <= max)
     };
     addr.parse::<IpAddr>()
@@ -203,8 +208,8 @@ pub fn load_value(
     let top = conf
         .as_object()
         .ok_or_else(|| err("network config must be a JSON object"))?;
-    let ipam = opt_obj(top.get("ipam"), "ipam")?
-        .ok_or_else(|| err("IPAM config missing 'ipam' key"))?;
+    let ipam =
+        opt_obj(top.get("ipam"), "ipam")?.ok_or_else(|| err("IPAM config missing 'ipam' key"))?;
     let runtime = opt_obj(top.get("runtimeconfig"), "runtimeConfig")?;
     let args_cni = match opt_obj(top.get("args"), "args")? {
         Some(a) => opt_obj(a.get("cni"), "args.cni")?,
@@ -248,8 +253,8 @@ pub fn load_value(
     let mut range_sets = Vec::with_capacity(specs.len());
     let (mut n4, mut n6) = (0, 0);
     for (i, s) in specs.iter().enumerate() {
-        let set = RangeSet::canonicalize(s)
-            .map_err(|e| err(format!("invalid range set {i}: {e}")))?;
+        let set =
+            RangeSet::canonicalize(s).map_err(|e| err(format!("invalid range set {i}: {e}")))?;
         if set.v4() {
             n4 += 1;
         } else {
@@ -320,8 +325,10 @@ mod tests {
 
     #[test]
     fn legacy_range() {
-        let c = ok(r#"{"cniVersion":"0.3.1","ipam":{"type":"host-local","subnet":"10.1.2.0/24",
-            "rangeStart":"10.1.2.9","rangeEnd":"10.1.2.20","gateway":"10.1.2.30"}}"#);
+        let c = ok(
+            r#"{"cniVersion":"0.3.1","ipam":{"type":"host-local","subnet":"10.1.2.0/24",
+            "rangeStart":"10.1.2.9","rangeEnd":"10.1.2.20","gateway":"10.1.2.30"}}"#,
+        );
         assert_eq!(sets(&c), ["10.1.2.9-10.1.2.20"]);
         assert_eq!(c.range_sets[0].0[0].gateway_ip().to_string(), "10.1.2.30");
         assert_eq!(c.cni_version, "0.3.1");
@@ -343,7 +350,7 @@ mod tests {
                 "192.168.0.1-192.168.0.254",
                 "10.1.2.1-10.1.2.254",
                 "11.1.2.1-11.1.2.254,11.1.3.1-11.1.3.254",
-                "2001:db8:1::1-2001:db8:1::ffff:ffff:ffff:ffff",
+                "2001:db8:1::1-2001:db8:1:0:ffff:ffff:ffff:ffff",
             ]
         );
         assert_eq!(c.data_dir, PathBuf::from("/x"));
@@ -352,9 +359,11 @@ mod tests {
 
     #[test]
     fn keys_are_case_insensitive_and_last_duplicate_wins() {
-        let c = ok(r#"{"cniVersion":"1.0.0","IPAM":{"TYPE":"host-local","SUBNET":"10.9.0.0/24",
+        let c = ok(
+            r#"{"cniVersion":"1.0.0","IPAM":{"TYPE":"host-local","SUBNET":"10.9.0.0/24",
             "subnet":"10.1.0.0/24","RangeStart":"10.1.0.5","DataDir":"/d"},
-            "RuntimeConfig":{"IPS":["10.1.0.7"]}}"#);
+            "RuntimeConfig":{"IPS":["10.1.0.7"]}}"#,
+        );
         assert_eq!(sets(&c), ["10.1.0.5-10.1.0.254"]);
         assert_eq!(c.data_dir, PathBuf::from("/d"));
         assert_eq!(c.requested, vec!["10.1.0.7".parse::<IpAddr>().unwrap()]);
@@ -396,8 +405,13 @@ mod tests {
         assert_eq!(e.msg, "ARGS: unknown args [\"K8S_POD_NAME=p\"]");
         let e = load_str(r#"{"ipam":{"subnet":"10.1.2.0/24"}}"#, "IP=10.1.2.300").unwrap_err();
         assert!(e.msg.starts_with("cannot understand ip: "), "{}", e.msg);
-        for bad in [r#"["x"]"#, r#"["10.0.0.1/"]"#, r#"["10.0.0.1/a"]"#, r#"[1]"#, r#""10.0.0.1""#]
-        {
+        for bad in [
+            r#"["x"]"#,
+            r#"["10.0.0.1/"]"#,
+            r#"["10.0.0.1/a"]"#,
+            r#"[1]"#,
+            r#""10.0.0.1""#,
+        ] {
             let e = msg(&format!(
                 r#"{{"args":{{"cni":{{"ips":{bad}}}}},"ipam":{{"subnet":"10.1.2.0/24"}}}}"#
             ));
@@ -407,7 +421,10 @@ mod tests {
 
     #[test]
     fn validation_messages() {
-        assert_eq!(msg(r#"{"cniVersion":"1.0.0"}"#), "IPAM config missing 'ipam' key");
+        assert_eq!(
+            msg(r#"{"cniVersion":"1.0.0"}"#),
+            "IPAM config missing 'ipam' key"
+        );
         assert_eq!(msg(r#"{"ipam":null}"#), "IPAM config missing 'ipam' key");
         assert!(msg(r#"{"ipam":{}}"#).starts_with("no IP ranges specified"));
         assert!(msg(r#"{"ipam":{"rangeStart":"10.0.0.1"}}"#).starts_with("no IP ranges specified"));
@@ -420,11 +437,15 @@ mod tests {
             "invalid range set 0: mixed address families"
         );
         assert_eq!(
-            msg(r#"{"cniVersion":"0.3.1","ipam":{"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.1.0.0/16"}]]}}"#),
+            msg(
+                r#"{"cniVersion":"0.3.1","ipam":{"ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.1.0.0/16"}]]}}"#
+            ),
             "range set 0 overlaps with 1"
         );
         assert_eq!(
-            msg(r#"{"cniVersion":"0.3.1","ipam":{"subnet":"10.2.0.0/24","ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.3.0.0/24"},{"subnet":"10.2.0.0/25"}]]}}"#),
+            msg(
+                r#"{"cniVersion":"0.3.1","ipam":{"subnet":"10.2.0.0/24","ranges":[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.3.0.0/24"},{"subnet":"10.2.0.0/25"}]]}}"#
+            ),
             "range set 0 overlaps with 2"
         );
         assert_eq!(
@@ -451,9 +472,13 @@ mod tests {
             "CNI version 0.2.0 does not support more than 1 address per family"
         );
         assert!(load_str(&two_v4.replace("0.2.0", "0.3.0"), "").is_ok());
-        ok(r#"{"cniVersion":"0.2.0","ipam":{"ranges":[[{"subnet":"10.1.2.0/24"}],[{"subnet":"2001:db8:1::/64"}]]}}"#);
+        ok(
+            r#"{"cniVersion":"0.2.0","ipam":{"ranges":[[{"subnet":"10.1.2.0/24"}],[{"subnet":"2001:db8:1::/64"}]]}}"#,
+        );
         // A multi-range set is still one address.
-        ok(r#"{"cniVersion":"0.1.0","ipam":{"ranges":[[{"subnet":"10.1.2.0/24"},{"subnet":"11.1.2.0/24"}]]}}"#);
+        ok(
+            r#"{"cniVersion":"0.1.0","ipam":{"ranges":[[{"subnet":"10.1.2.0/24"},{"subnet":"11.1.2.0/24"}]]}}"#,
+        );
     }
 
     #[test]
@@ -461,27 +486,73 @@ mod tests {
         for (conf, key) in [
             (r#"{"ipam":"host-local"}"#, "ipam must be an object"),
             (r#"{"ipam":{"subnet":24}}"#, "ipam.subnet must be a string"),
-            (r#"{"ipam":{"subnet":"10.0.0.0"}}"#, "ipam.subnet: invalid CIDR address"),
-            (r#"{"ipam":{"subnet":"10.0.0.0/33"}}"#, "ipam.subnet: invalid CIDR address"),
-            (r#"{"ipam":{"subnet":"banana/8"}}"#, "ipam.subnet: invalid CIDR address"),
-            (r#"{"ipam":{"subnet":"10.0.0.0/24","gateway":"x"}}"#, "ipam.gateway: invalid IP address"),
-            (r#"{"ipam":{"ranges":{"subnet":"10.0.0.0/24"}}}"#, "ipam.ranges must be a list of range sets"),
-            (r#"{"ipam":{"ranges":[{"subnet":"10.0.0.0/24"}]}}"#, "ipam.ranges[0] must be a range set"),
-            (r#"{"ipam":{"ranges":[["10.0.0.0/24"]]}}"#, "ipam.ranges[0][0] must be an object"),
-            (r#"{"ipam":{"ranges":[[{"subnet":"10.0.0.0/24","rangeEnd":5}]]}}"#, "ipam.ranges[0][0].rangeEnd must be a string"),
-            (r#"{"ipam":{"subnet":"10.0.0.0/24","routes":{}}}"#, "ipam.routes must be a list"),
-            (r#"{"ipam":{"subnet":"10.0.0.0/24","routes":[{"dst":"x"}]}}"#, "ipam.routes[0]: route: invalid CIDR"),
-            (r#"{"ipam":{"subnet":"10.0.0.0/24","dataDir":1}}"#, "ipam.dataDir must be a string"),
-            (r#"{"ipam":{"subnet":"10.0.0.0/24","resolvConf":true}}"#, "ipam.resolvConf must be a string"),
-            (r#"{"runtimeConfig":[],"ipam":{"subnet":"10.0.0.0/24"}}"#, "runtimeConfig must be an object"),
-            (r#"{"runtimeConfig":{"ipRanges":[[{"subnet":1}]]},"ipam":{"subnet":"10.0.0.0/24"}}"#, "runtimeConfig.ipRanges[0][0].subnet must be a string"),
-            (r#"{"args":{"cni":[]},"ipam":{"subnet":"10.0.0.0/24"}}"#, "args.cni must be an object"),
+            (
+                r#"{"ipam":{"subnet":"10.0.0.0"}}"#,
+                "ipam.subnet: invalid CIDR address",
+            ),
+            (
+                r#"{"ipam":{"subnet":"10.0.0.0/33"}}"#,
+                "ipam.subnet: invalid CIDR address",
+            ),
+            (
+                r#"{"ipam":{"subnet":"banana/8"}}"#,
+                "ipam.subnet: invalid CIDR address",
+            ),
+            (
+                r#"{"ipam":{"subnet":"10.0.0.0/24","gateway":"x"}}"#,
+                "ipam.gateway: invalid IP address",
+            ),
+            (
+                r#"{"ipam":{"ranges":{"subnet":"10.0.0.0/24"}}}"#,
+                "ipam.ranges must be a list of range sets",
+            ),
+            (
+                r#"{"ipam":{"ranges":[{"subnet":"10.0.0.0/24"}]}}"#,
+                "ipam.ranges[0] must be a range set",
+            ),
+            (
+                r#"{"ipam":{"ranges":[["10.0.0.0/24"]]}}"#,
+                "ipam.ranges[0][0] must be an object",
+            ),
+            (
+                r#"{"ipam":{"ranges":[[{"subnet":"10.0.0.0/24","rangeEnd":5}]]}}"#,
+                "ipam.ranges[0][0].rangeEnd must be a string",
+            ),
+            (
+                r#"{"ipam":{"subnet":"10.0.0.0/24","routes":{}}}"#,
+                "ipam.routes must be a list",
+            ),
+            (
+                r#"{"ipam":{"subnet":"10.0.0.0/24","routes":[{"dst":"x"}]}}"#,
+                "ipam.routes[0]: route: invalid CIDR",
+            ),
+            (
+                r#"{"ipam":{"subnet":"10.0.0.0/24","dataDir":1}}"#,
+                "ipam.dataDir must be a string",
+            ),
+            (
+                r#"{"ipam":{"subnet":"10.0.0.0/24","resolvConf":true}}"#,
+                "ipam.resolvConf must be a string",
+            ),
+            (
+                r#"{"runtimeConfig":[],"ipam":{"subnet":"10.0.0.0/24"}}"#,
+                "runtimeConfig must be an object",
+            ),
+            (
+                r#"{"runtimeConfig":{"ipRanges":[[{"subnet":1}]]},"ipam":{"subnet":"10.0.0.0/24"}}"#,
+                "runtimeConfig.ipRanges[0][0].subnet must be a string",
+            ),
+            (
+                r#"{"args":{"cni":[]},"ipam":{"subnet":"10.0.0.0/24"}}"#,
+                "args.cni must be an object",
+            ),
         ] {
             let m = msg(conf);
             assert!(m.contains(key), "{conf}: {m}");
         }
         // Empty strings are Go's zero values: unset.
-        let c = ok(r#"{"ipam":{"subnet":"10.0.0.0/24","gateway":"","rangeStart":"","dataDir":""}}"#);
+        let c =
+            ok(r#"{"ipam":{"subnet":"10.0.0.0/24","gateway":"","rangeStart":"","dataDir":""}}"#);
         assert_eq!(sets(&c), ["10.0.0.1-10.0.0.254"]);
         assert_eq!(c.data_dir, PathBuf::from("/default"));
         // Null args/runtimeConfig are fine.
@@ -499,7 +570,11 @@ mod tests {
             .collect();
         assert_eq!(
             r,
-            ["0.0.0.0/0 None", "192.168.0.0/16 Some(\"1.1.1.1\")", "::/0 None"]
+            [
+                "0.0.0.0/0 None",
+                "192.168.0.0/16 Some(\"1.1.1.1\")",
+                "::/0 None"
+            ]
         );
     }
 }

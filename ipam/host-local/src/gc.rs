@@ -81,9 +81,9 @@ pub fn run(req: &Request, conf: &IpamConfig) -> Result<(), CniError> {
     let mut errors = Vec::new();
     for (ip, owner) in all {
         let keep = match owner.split() {
-            (id, Some(ifname)) => valid.iter().any(|a| {
-                a.container_id == id && a.ifname.as_deref().is_none_or(|v| v == ifname)
-            }),
+            (id, Some(ifname)) => valid
+                .iter()
+                .any(|a| a.container_id == id && a.ifname.as_deref().is_none_or(|v| v == ifname)),
             (id, None) => ids.contains(id),
         };
         if keep {
@@ -129,11 +129,17 @@ mod tests {
         );
         let a = parse(r#"{"cni.dev/attachments":[{"containerID":"c3","ifname":"net1"}]}"#).unwrap();
         assert_eq!(a[0].container_id, b"c3");
-        assert!(parse(r#"{"cni.dev/valid-attachments":[]}"#).unwrap().is_empty());
-        assert!(parse(r#"{"cni.dev/valid-attachments":null}"#).unwrap().is_empty());
+        assert!(parse(r#"{"cni.dev/valid-attachments":[]}"#)
+            .unwrap()
+            .is_empty());
+        assert!(parse(r#"{"cni.dev/valid-attachments":null}"#)
+            .unwrap()
+            .is_empty());
         // valid-attachments wins when both are there.
-        let a = parse(r#"{"cni.dev/attachments":[],"cni.dev/valid-attachments":[{"containerID":"x"}]}"#)
-            .unwrap();
+        let a = parse(
+            r#"{"cni.dev/attachments":[],"cni.dev/valid-attachments":[{"containerID":"x"}]}"#,
+        )
+        .unwrap();
         assert_eq!(a.len(), 1);
     }
 

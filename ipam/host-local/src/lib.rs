@@ -5,14 +5,15 @@
 //!
 //! Modules, one job each: `config` (the IPAM config and its validation), `range` (range math and
 //! iteration order), `allocator` (round-robin and requested addresses), `store` (the reference's
-//! file format and lock), `index` (the O(1) lookup hint), `dns` (resolv.conf), `gc`, and `verbs`
-//! (ADD/DEL/CHECK/STATUS glue).
+//! file format and lock), `index` (the O(1) lookup hint), `pool` (recycled inodes), `dns`
+//! (resolv.conf), `gc`, and `verbs` (ADD/DEL/CHECK/STATUS glue).
 
 pub mod allocator;
 pub mod config;
 pub mod dns;
 pub mod gc;
 pub mod index;
+pub mod pool;
 pub mod range;
 pub mod store;
 pub mod verbs;

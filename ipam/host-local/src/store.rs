@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -152,7 +152,7 @@ impl NetDir {
         &self.path
     }
 
-    fn ip_path(&self, ip: IpAddr) -> PathBuf {
+    pub fn ip_path(&self, ip: IpAddr) -> PathBuf {
         self.path.join(ip.to_string())
     }
 
@@ -178,6 +178,16 @@ impl NetDir {
         Ok(true)
     }
 
+    /// Makes an already written file (a recycled spare, see `pool`) the reservation of `ip`:
+    /// `link` fails with `EEXIST` exactly where `O_EXCL` would. `Ok(false)` if taken.
+    pub fn reserve_linked(&self, ip: IpAddr, spare: &Path) -> io::Result<bool> {
+        match fs::hard_link(spare, self.ip_path(ip)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes a reservation file; a missing one is fine (DEL is idempotent).
     pub fn release(&self, ip: IpAddr) -> Result<(), CniError> {
         let p = self.ip_path(ip);
@@ -197,16 +207,26 @@ impl NetDir {
         last_reserved_at(&self.path, range_id)
     }
 
-    /// Rewrites `last_reserved_ip.<N>` in place, as Go's `os.WriteFile`.
+    /// Rewrites `last_reserved_ip.<N>` in place with the same resulting bytes as Go's
+    /// `os.WriteFile`, but without `O_TRUNC`: truncating to zero frees the data block, which
+    /// costs as much as creating a file on ext4. Overwrite, then cut any longer old tail.
     pub fn set_last_reserved(&self, range_id: usize, ip: IpAddr) -> Result<(), CniError> {
         let p = self.path.join(format!("{LAST_RESERVED_PREFIX}{range_id}"));
+        let text = ip.to_string();
         OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .mode(0o600)
             .open(&p)
-            .and_then(|mut f| f.write_all(ip.to_string().as_bytes()))
+            .and_then(|f| {
+                let old = f.metadata()?.len();
+                f.write_all_at(text.as_bytes(), 0)?;
+                if old > text.len() as u64 {
+                    f.set_len(text.len() as u64)?;
+                }
+                Ok(())
+            })
             .map_err(|e| io_err("cannot write", &p, &e))
     }
 
@@ -326,10 +346,19 @@ mod tests {
     #[test]
     fn owner_format_and_trim() {
         assert_eq!(Owner::attachment("dummy", "eth0").bytes(), b"dummy\r\neth0");
-        assert_eq!(Owner::attachment("   dummy\n ", "eth0").bytes(), b"dummy\r\neth0");
+        assert_eq!(
+            Owner::attachment("   dummy\n ", "eth0").bytes(),
+            b"dummy\r\neth0"
+        );
         assert_eq!(Owner::legacy(" dummy\t").bytes(), b"dummy");
-        assert_eq!(Owner::from_content(b"dummy\r\neth0\n"), Owner::attachment("dummy", "eth0"));
-        assert_eq!(Owner::from_content(b"\xc2\xa0dummy\r\n"), Owner::legacy("dummy"));
+        assert_eq!(
+            Owner::from_content(b"dummy\r\neth0\n"),
+            Owner::attachment("dummy", "eth0")
+        );
+        assert_eq!(
+            Owner::from_content(b"\xc2\xa0dummy\r\n"),
+            Owner::legacy("dummy")
+        );
         let o = Owner::attachment("c1", "eth0");
         assert_eq!(o.split(), (&b"c1"[..], Some(&b"eth0"[..])));
         assert_eq!(Owner::legacy("c1").split(), (&b"c1"[..], None));
@@ -359,21 +388,49 @@ mod tests {
         d.set_last_reserved(1, ip("2001:db8:1::2")).unwrap();
         let net = t.path().join("mynet");
         assert_eq!(fs::read(net.join("10.1.2.2")).unwrap(), b"dummy\r\neth0");
-        assert_eq!(fs::read(net.join("2001:db8:1::2")).unwrap(), b"dummy\r\neth0");
-        assert_eq!(fs::read(net.join("last_reserved_ip.0")).unwrap(), b"10.1.2.2");
-        assert_eq!(fs::read(net.join("last_reserved_ip.1")).unwrap(), b"2001:db8:1::2");
+        assert_eq!(
+            fs::read(net.join("2001:db8:1::2")).unwrap(),
+            b"dummy\r\neth0"
+        );
+        assert_eq!(
+            fs::read(net.join("last_reserved_ip.0")).unwrap(),
+            b"10.1.2.2"
+        );
+        assert_eq!(
+            fs::read(net.join("last_reserved_ip.1")).unwrap(),
+            b"2001:db8:1::2"
+        );
         let mode = |p: &str| fs::metadata(net.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode("10.1.2.2") & !0o022, 0o600);
         assert_eq!(mode("last_reserved_ip.0") & !0o022, 0o600);
         assert!(fs::metadata(net.join("lock")).unwrap().is_file());
         assert_eq!(d.last_reserved(0), Some(ip("10.1.2.2")));
         assert_eq!(d.last_reserved(7), None);
-        // Rewritten in place, shorter content leaves no tail.
+        // Rewritten in place: shorter content leaves no tail, longer content fits.
         d.set_last_reserved(0, ip("10.1.2.9")).unwrap();
-        assert_eq!(fs::read(net.join("last_reserved_ip.0")).unwrap(), b"10.1.2.9");
+        assert_eq!(
+            fs::read(net.join("last_reserved_ip.0")).unwrap(),
+            b"10.1.2.9"
+        );
+        d.set_last_reserved(0, ip("10.1.2.100")).unwrap();
+        assert_eq!(
+            fs::read(net.join("last_reserved_ip.0")).unwrap(),
+            b"10.1.2.100"
+        );
+        d.set_last_reserved(0, ip("10.1.2.9")).unwrap();
+        assert_eq!(
+            fs::read(net.join("last_reserved_ip.0")).unwrap(),
+            b"10.1.2.9"
+        );
         let mut s = d.scan().unwrap();
         s.sort_by_key(|(i, _)| *i);
-        assert_eq!(s, vec![(ip("10.1.2.2"), o.clone()), (ip("2001:db8:1::2"), o.clone())]);
+        assert_eq!(
+            s,
+            vec![
+                (ip("10.1.2.2"), o.clone()),
+                (ip("2001:db8:1::2"), o.clone())
+            ]
+        );
         assert_eq!(d.owner_of(ip("10.1.2.2")).unwrap(), Some(o.clone()));
         d.release(ip("10.1.2.2")).unwrap();
         d.release(ip("10.1.2.2")).unwrap();

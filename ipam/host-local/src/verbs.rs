@@ -9,19 +9,33 @@ use crate::allocator;
 use crate::config::{self, IpamConfig};
 use crate::dns;
 use crate::index::Index;
+use crate::pool::Pool;
 use crate::store::{NetDir, Owner};
 
-/// A locked network directory with its index.
+/// A locked network directory with its index and pool of spare inodes.
 struct Session {
     dir: NetDir,
     index: Index,
+    pool: Pool,
 }
 
 impl Session {
     fn open(conf: &IpamConfig) -> Result<Session, CniError> {
         let dir = NetDir::open(&conf.data_dir, &conf.name)?;
         let index = Index::open(&dir, &conf.data_dir, &conf.name);
-        Ok(Session { dir, index })
+        let pool = Pool::new(
+            &conf.data_dir,
+            &conf.name,
+            index.spares(),
+            index.is_synced(),
+        );
+        Ok(Session { dir, index, pool })
+    }
+
+    /// Seals the call's changes (see `index`), with the pool's new size.
+    fn commit(&mut self) {
+        self.index.set_spares(self.pool.count());
+        self.index.commit(&self.dir);
     }
 
     fn lookup(&mut self, owner: &Owner) -> Result<Vec<IpAddr>, CniError> {
@@ -48,19 +62,19 @@ pub fn add(req: &Request, default_data_dir: &str) -> Result<CniResult, CniError>
     let legacy = s.lookup(&Owner::legacy(id))?;
     let all_held: Vec<IpAddr> = held.iter().chain(&legacy).copied().collect();
     allocator::check_duplicates(&conf, &plan, &all_held, id)?;
-    let ips = match allocator::allocate(&s.dir, &conf, &plan, &owner) {
+    let ips = match allocator::allocate(&s.dir, &conf, &plan, &owner, &mut s.pool) {
         Ok(ips) => ips,
         Err((e, clean)) => {
             // The files are as before this call: the index still describes them.
             if clean {
-                s.index.commit(&s.dir);
+                s.commit();
             }
             return Err(e);
         }
     };
     held.extend(ips.iter().map(|c| c.address.ip()));
-    s.index.record(&owner, &held);
-    s.index.commit(&s.dir);
+    s.index.record(&s.dir, &owner, &held);
+    s.commit();
     Ok(CniResult {
         cni_version: conf.cni_version,
         interfaces: Vec::new(),
@@ -87,13 +101,17 @@ pub fn del(req: &Request, default_data_dir: &str) -> Result<(), CniError> {
     let mut errors = Vec::new();
     let mut left = Vec::new();
     for ip in ips {
+        // Keep the inode for the next ADD when the pool has room (see `pool`).
+        if s.pool.give(&s.dir.ip_path(ip)) {
+            continue;
+        }
         if let Err(e) = s.dir.release(ip) {
             errors.push(e.msg);
             left.push(ip);
         }
     }
-    s.index.record(&owner, &left);
-    s.index.commit(&s.dir);
+    s.index.record(&s.dir, &owner, &left);
+    s.commit();
     if errors.is_empty() {
         Ok(())
     } else {
@@ -105,7 +123,9 @@ pub fn check(req: &Request, default_data_dir: &str) -> Result<(), CniError> {
     let conf = config::load(req, default_data_dir)?;
     let id = &req.env.container_id;
     let mut s = Session::open(&conf)?;
-    if !s.lookup(&Owner::attachment(id, &req.env.ifname))?.is_empty()
+    if !s
+        .lookup(&Owner::attachment(id, &req.env.ifname))?
+        .is_empty()
         || !s.lookup(&Owner::legacy(id))?.is_empty()
     {
         return Ok(());
@@ -141,4 +161,57 @@ pub fn status(req: &Request, default_data_dir: &str) -> Result<(), CniError> {
         "network {:?} cannot service ADD until addresses are released",
         conf.name
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+    use cni_core::{Command, Env};
+    use std::fs;
+
+    fn request(t: &TempDir, id: &str, command: Command) -> Request {
+        let raw = serde_json::json!({"cniVersion": "1.0.0", "name": "mynet",
+            "ipam": {"subnet": "10.1.2.0/24", "dataDir": t.path()}});
+        Request {
+            env: Env {
+                container_id: id.to_string(),
+                ifname: "eth0".to_string(),
+                ..Default::default()
+            },
+            command,
+            stdin: Vec::new(),
+            conf: cni_core::json::fold_keys(&raw),
+            cni_version: "1.0.0".to_string(),
+            name: "mynet".to_string(),
+        }
+    }
+
+    #[test]
+    fn container_id_whitespace_is_trimmed_and_del_still_finds_it() {
+        // The skel refuses such IDs; the library still behaves as the reference's.
+        let t = TempDir::new("verbs-trim");
+        let r = add(&request(&t, "   dummy\n ", Command::Add), "/unused").unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "10.1.2.2/24");
+        let f = t.path().join("mynet/10.1.2.2");
+        assert_eq!(fs::read(&f).unwrap(), b"dummy\r\neth0");
+        check(&request(&t, "dummy", Command::Check), "/unused").unwrap();
+        del(&request(&t, "   dummy\n ", Command::Del), "/unused").unwrap();
+        assert!(!f.exists());
+    }
+
+    #[test]
+    fn add_del_cycle_keeps_the_index_sealed() {
+        let t = TempDir::new("verbs-sealed");
+        for i in 0..5 {
+            let id = format!("c{i}");
+            add(&request(&t, &id, Command::Add), "/unused").unwrap();
+            del(&request(&t, &id, Command::Del), "/unused").unwrap();
+        }
+        let dir = NetDir::open(t.path(), "mynet").unwrap();
+        let ix = Index::open(&dir, t.path(), "mynet");
+        assert!(ix.is_synced());
+        assert_eq!(ix.repairs, 0, "our own writes never force a rebuild");
+        assert!(ix.spares() >= 1);
+    }
 }
