@@ -98,9 +98,7 @@ fn find_container_link(
         let addrs = cnl.addresses(Some(link.index), None).map_err(nl)?;
         let global: Vec<IpAddr> = addrs
             .iter()
-            .filter(|a| {
-                a.scope == 0 && !(Family::of(&a.ip) == Family::V6 && is_link_local6(&a.ip))
-            })
+            .filter(|a| a.scope == 0 && !(Family::of(&a.ip) == Family::V6 && is_link_local6(&a.ip)))
             .map(|a| a.ip)
             .collect();
         if !global.is_empty() {

@@ -71,9 +71,16 @@ pub fn teardown(
     ips: Option<&[IpAddr]>,
 ) -> Result<(), CniError> {
     let spoof = if conf.macspoofchk {
+        let ctx = "failed to remove macspoofchk";
         SpoofChk::new()
-            .and_then(|mut s| s.del(&conf.name, id, ifname))
-            .map_err(|e| nft_err(e).context("failed to remove macspoofchk"))
+            .map_err(|e| nft_err(e).context(ctx))
+            .and_then(|mut s| {
+                let r = s
+                    .del(&conf.name, id, ifname)
+                    .map_err(|e| nft_err(e).context(ctx));
+                crate::reaper::linger(s); // its close is slow after a delete: see reaper
+                r
+            })
     } else {
         Ok(())
     };
@@ -95,8 +102,8 @@ fn teardown_masq(
     }
     match conf.masq_backend {
         MasqBackend::Nftables => {
-            let mut m = MasqSetup::new()
-                .map_err(|e| nft_err(e).context("failed to remove masquerade"))?;
+            let mut m =
+                MasqSetup::new().map_err(|e| nft_err(e).context("failed to remove masquerade"))?;
             let r = m
                 .del(&conf.name, id, ifname, ips)
                 .map_err(|e| nft_err(e).context("failed to remove masquerade"));

@@ -28,8 +28,10 @@ pub fn linger<T: Any + Send>(obj: T) {
 /// The parent forgets its copies of the lingering objects: their fds are closed by the exit
 /// without blocking, because the detached process still holds them.
 pub fn finish(link: Option<(Netlink, u32)>) {
-    let lingering: Vec<Box<dyn Any + Send>> =
-        LINGER.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+    let lingering: Vec<Box<dyn Any + Send>> = LINGER
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
     match link {
         Some((sock, index)) => delete_link_detached(sock, index, lingering),
         None if !lingering.is_empty() => detached(|| drop(lingering)),

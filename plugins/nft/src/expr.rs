@@ -1,6 +1,7 @@
 //! Rule expressions: encoding to and decoding from NFTA_RULE_EXPRESSIONS,
 //! plus verdicts (also used as verdict-map data) and small builders for the
-//! matches this crate needs (`ip saddr`, `ip daddr 10.0.0.0/8`, `iifname`).
+//! matches this crate needs (`ip saddr`, `ip daddr 10.0.0.0/8`, `iifname`,
+//! `ether saddr`).
 
 use std::net::IpAddr;
 
@@ -101,7 +102,8 @@ pub enum Expr {
         key: MetaKey,
         dreg: u32,
     },
-    /// Network-header payload load (`base` 1 = network header).
+    /// Payload load; `base` is NFT_PAYLOAD_LL_HEADER (0, link layer) or
+    /// NFT_PAYLOAD_NETWORK_HEADER (1).
     Payload {
         base: u32,
         offset: u32,
@@ -137,6 +139,14 @@ pub enum Expr {
         rev: u32,
         info: Vec<u8>,
     },
+    /// Any other expression, given as its name and its NFTA_EXPR_DATA
+    /// attributes `(type, payload)` (nested ones pre-encoded, type with
+    /// NLA_F_NESTED). Used by [`crate::portmap`] for `fib`, `nat` and
+    /// immediate data. Never produced by decoding (that gives `Other`).
+    Raw {
+        name: String,
+        attrs: Vec<(u16, Vec<u8>)>,
+    },
     Other(String),
 }
 
@@ -162,6 +172,7 @@ impl Expr {
             Expr::Counter => "counter",
             Expr::Masq => "masq",
             Expr::Match { .. } => "match",
+            Expr::Raw { name, .. } => name,
             Expr::Other(n) => n,
         }
     }
@@ -233,6 +244,11 @@ impl Expr {
                 w.nest(NFTA_IMMEDIATE_DATA, |w| v.encode(w));
             }
             Expr::Counter | Expr::Masq | Expr::Other(_) => {}
+            Expr::Raw { attrs, .. } => {
+                for (ty, payload) in attrs {
+                    w.put(*ty, payload);
+                }
+            }
             Expr::Match { name, rev, info } => {
                 w.put_str(NFTA_MATCH_NAME, name);
                 w.put_be32(NFTA_MATCH_REV, *rev);
@@ -383,6 +399,17 @@ pub fn load_addr(v6: bool, daddr: bool, dreg: u32) -> Expr {
     }
 }
 
+/// Loads `ether saddr` (6 bytes at link-header offset 6) into `dreg`; in
+/// the bridge family the link header is the Ethernet header.
+pub fn load_ether_saddr(dreg: u32) -> Expr {
+    Expr::Payload {
+        base: NFT_PAYLOAD_LL_HEADER,
+        offset: 6,
+        len: 6,
+        dreg,
+    }
+}
+
 fn addr_bytes(ip: &IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(a) => a.octets().to_vec(),
@@ -495,6 +522,7 @@ mod tests {
             info: vec![1, 2, 3, 4],
         });
         list.extend(match_ifname(false, "br0"));
+        list.push(load_ether_saddr(NFT_REG_2));
         let mut buf = Vec::new();
         encode_list(&mut AttrWriter::new(&mut buf), &list);
         assert_eq!(decode_list(&buf), list);

@@ -4,7 +4,8 @@
 //! Low level: [`Batch`] (one atomic transaction), [`Expr`] (rule
 //! expressions), [`query`] (existence checks and dumps), [`NftSocket`].
 //! High level: [`masq::MasqSetup`] (ipMasq state for the bridge plugin) and
-//! [`forward`] (FORWARD accept/isolation for hosts running dockerd).
+//! [`forward`] (FORWARD accept/isolation for hosts running dockerd) and
+//! [`spoofchk::SpoofChk`] (`macspoofchk`, bridge family).
 
 mod attr;
 pub mod batch;
@@ -13,8 +14,10 @@ pub mod expr;
 pub mod forward;
 pub mod masq;
 mod msg;
+pub mod portmap;
 pub mod query;
 pub mod socket;
+pub mod spoofchk;
 mod sys;
 pub mod types;
 mod udata;

@@ -104,11 +104,11 @@ impl Subnet {
 /// Owner of an element: `<network> <containerID> <ifname>`. None of the
 /// three may contain whitespace (CNI restricts network names and container
 /// IDs to `[A-Za-z0-9_.-]`, the kernel forbids whitespace in ifnames).
-fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String {
+pub(crate) fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{network} {container_id} {ifname}")
 }
 
-fn parse_owner(comment: &str) -> Option<(&str, &str, &str)> {
+pub(crate) fn parse_owner(comment: &str) -> Option<(&str, &str, &str)> {
     let mut it = comment.split(' ');
     let r = (it.next()?, it.next()?, it.next()?);
     it.next().is_none().then_some(r)

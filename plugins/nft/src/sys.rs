@@ -155,6 +155,7 @@ pub const NFT_META_OIFNAME: u32 = 7;
 pub const NFT_META_NFPROTO: u32 = 15;
 pub const NFT_META_L4PROTO: u32 = 16;
 
+pub const NFT_PAYLOAD_LL_HEADER: u32 = 0;
 pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 
 // hooks (NF_INET_*)
@@ -170,6 +171,7 @@ pub const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
 // nft's datatype ids used in NFTA_SET_KEY_TYPE (nftables `datatype.h`).
 pub const NFT_TYPE_IPADDR: u32 = 7;
 pub const NFT_TYPE_IP6ADDR: u32 = 8;
+pub const NFT_TYPE_ETHERADDR: u32 = 9;
 pub const NFT_TYPE_IFNAME: u32 = 41;
 pub const NFT_TYPE_BITS: u32 = 6;
 

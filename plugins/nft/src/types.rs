@@ -121,6 +121,8 @@ pub enum KeyType {
     Ipv4Addr,
     Ipv6Addr,
     IfName,
+    /// `ether_addr` (6 bytes; padded to 8 inside a concatenation).
+    EtherAddr,
     /// `a . b . c`: concatenation; each field padded to 4 bytes.
     Concat(Vec<KeyType>),
 }
@@ -132,6 +134,7 @@ impl KeyType {
             KeyType::Ipv4Addr => (NFT_TYPE_IPADDR, 4),
             KeyType::Ipv6Addr => (NFT_TYPE_IP6ADDR, 16),
             KeyType::IfName => (NFT_TYPE_IFNAME, IFNAMSIZ as u32),
+            KeyType::EtherAddr => (NFT_TYPE_ETHERADDR, 6),
             KeyType::Concat(parts) => parts.iter().fold((0, 0), |(ty, len), p| {
                 let (t, l) = p.raw();
                 ((ty << NFT_TYPE_BITS) | t, len + ((l + 3) & !3))
@@ -146,7 +149,7 @@ impl KeyType {
     /// concatenations, as nft itself writes.
     pub(crate) fn nft_byteorder(&self) -> u32 {
         match self {
-            KeyType::Ipv4Addr | KeyType::Ipv6Addr => 2,
+            KeyType::Ipv4Addr | KeyType::Ipv6Addr | KeyType::EtherAddr => 2,
             KeyType::IfName => 1,
             KeyType::Concat(_) => 0,
         }
@@ -217,6 +220,30 @@ impl Element {
         }
     }
 
+    /// Key for an `ifname . ether_addr` set: the name NUL-padded to
+    /// IFNAMSIZ, then the MAC padded to the 4-byte register boundary.
+    pub fn ifname_ether(name: &str, mac: [u8; 6]) -> Self {
+        let mut key = ifname_key(name);
+        key.extend_from_slice(&mac);
+        key.extend_from_slice(&[0, 0]);
+        Element {
+            key,
+            verdict: None,
+            comment: None,
+        }
+    }
+
+    /// The parts of an [`Element::ifname_ether`] key.
+    pub fn key_ifname_ether(&self) -> Option<(String, [u8; 6])> {
+        if self.key.len() != IFNAMSIZ + 8 {
+            return None;
+        }
+        let (name, rest) = self.key.split_at(IFNAMSIZ);
+        let end = name.iter().position(|&c| c == 0)?;
+        let mac = <[u8; 6]>::try_from(&rest[..6]).ok()?;
+        Some((String::from_utf8_lossy(&name[..end]).into_owned(), mac))
+    }
+
     pub fn with_verdict(mut self, v: Verdict) -> Self {
         self.verdict = Some(v);
         self
@@ -242,7 +269,18 @@ impl Element {
 
     /// Human-readable key for error messages.
     pub fn key_label(&self) -> String {
-        if let Some(ip) = self.key_ip() {
+        if let Some((name, m)) = self.key_ifname_ether() {
+            return format!(
+                "\"{name}\" . {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            );
+        }
+        // A 16-byte key is an ifname rather than an IPv6 address when it is
+        // a printable name padded with NULs.
+        let ifname_like = self.key.len() == IFNAMSIZ
+            && self.key[0].is_ascii_graphic()
+            && self.key[IFNAMSIZ - 1] == 0;
+        if let Some(ip) = self.key_ip().filter(|_| !ifname_like) {
             return ip.to_string();
         }
         let printable = |b: &[u8]| {
@@ -297,6 +335,9 @@ mod tests {
     fn concat_key() {
         let k = KeyType::Concat(vec![KeyType::IfName, KeyType::IfName]);
         assert_eq!(k.raw(), (2665, 32));
+        // nft's `type ifname . ether_addr`: (41 << 6) | 9, 16 + 8 bytes
+        let k = KeyType::Concat(vec![KeyType::IfName, KeyType::EtherAddr]);
+        assert_eq!(k.raw(), (2633, 24));
     }
 
     #[test]
@@ -306,5 +347,16 @@ mod tests {
             "10.1.2.3"
         );
         assert_eq!(Element::ifname_pair("a", "b").key_label(), "\"a\" . \"b\"");
+        assert_eq!(Element::ifname("veth1").key_label(), "\"veth1\"");
+        assert_eq!(
+            Element::ip("fd00::5".parse().unwrap()).key_label(),
+            "fd00::5"
+        );
+        let e = Element::ifname_ether("veth1", [2, 0, 0, 0, 0xab, 1]);
+        assert_eq!(e.key_label(), "\"veth1\" . 02:00:00:00:ab:01");
+        assert_eq!(
+            e.key_ifname_ether(),
+            Some(("veth1".into(), [2, 0, 0, 0, 0xab, 1]))
+        );
     }
 }
