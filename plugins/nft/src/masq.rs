@@ -65,6 +65,8 @@ pub const FAMILY: Family = Family::Inet;
 pub const POSTROUTING: &str = "postrouting";
 const SUBNET_PREFIX: [&str; 2] = ["masq4-", "masq6-"];
 const MAX_ATTEMPTS: usize = 16;
+/// Element deletions per GC transaction.
+const GC_CHUNK: usize = 512;
 
 /// One masqueraded container address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -481,7 +483,14 @@ impl MasqSetup {
                 victims.push(l);
             }
         }
-        self.delete_elements(victims)?;
+        // One transaction is one netlink message: chunk it so a large GC stays under the
+        // socket buffer limit (EMSGSIZE at ~2000 elements otherwise).
+        let mut rest = victims;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(GC_CHUNK));
+            self.delete_elements(rest)?;
+            rest = tail;
+        }
         self.prune_subnets()?;
         Ok(removed)
     }

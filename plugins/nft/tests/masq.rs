@@ -296,3 +296,19 @@ fn prune_never_removes_a_subnet_in_use() {
         assert!(prunes > 0);
     });
 }
+
+#[test]
+fn gc_of_thousands_of_elements_is_chunked() {
+    in_netns(|| {
+        let mut m = MasqSetup::new().unwrap();
+        for i in 0..3000u32 {
+            let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a10_0000 + 2 + i));
+            m.add("net", &format!("c{i}"), "eth0", &[(a, 16)]).unwrap();
+        }
+        let removed = m.gc("net", &[("c7", "eth0")]).unwrap();
+        assert_eq!(removed.len(), 2999);
+        let left = m.list(Some("net")).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].container_id, "c7");
+    });
+}
