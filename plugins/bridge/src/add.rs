@@ -54,9 +54,6 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
     }
     let ns = NetNs::open(&req.env.netns).map_err(|e| bad_netns(&req.env.netns, e))?;
     let mut hnl = Netlink::new().map_err(nl)?;
-    let mut cnl = Netlink::new_in_netns(&ns).map_err(nl)?;
-    let ifname = &req.env.ifname;
-    wait_ifname_free(&mut cnl, ifname, &req.env.netns)?;
     if let Some(br) = hnl
         .link_by_name(&conf.bridge)
         .ctx(|| "look up bridge".into())?
@@ -71,7 +68,7 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
     }
 
     let mut undo = Undo::default();
-    let res = build(req, &conf, &ns, &mut hnl, &mut cnl, &mut undo);
+    let res = build(req, &conf, &ns, &mut hnl, &mut undo);
     if res.is_err() {
         undo.run(req, &conf, &mut hnl);
     }
@@ -83,7 +80,6 @@ fn build(
     conf: &Conf,
     ns: &NetNs,
     hnl: &mut Netlink,
-    cnl: &mut Netlink,
     undo: &mut Undo,
 ) -> Result<CniResult, CniError> {
     // IPAM first: its config errors and exhaustion then cost nothing to undo.
@@ -103,11 +99,23 @@ fn build(
     port::configure(hnl, &hveth, conf)?;
 
     let ifname = &req.env.ifname;
-    let cidx = cnl
-        .link_by_name(ifname)
-        .ctx(|| format!("look up {ifname:?} in the container"))?
-        .ok_or_else(|| CniError::internal(format!("{ifname:?} vanished from the container")))?
-        .index;
+    let has4 = result.ips.iter().any(|i| i.address.is_ipv4());
+    let has6 = result.ips.iter().any(|i| i.address.is_ipv6());
+    // One setns window: the container-side socket and the interface's sysctls.
+    let mut cnl = container::enter(ns, ifname, has4, has6, conf.enable_dad)?;
+    let cnl = &mut cnl;
+    // The host end reports its peer's ifindex (IFLA_LINK): no lookup needed.
+    let cidx = match hveth.link {
+        Some(i) => i,
+        None => {
+            cnl.link_by_name(ifname)
+                .ctx(|| format!("look up {ifname:?} in the container"))?
+                .ok_or_else(|| {
+                    CniError::internal(format!("{ifname:?} vanished from the container"))
+                })?
+                .index
+        }
+    };
 
     let mut interfaces = vec![
         Interface {
@@ -129,9 +137,6 @@ fn build(
     ];
 
     if conf.l3() {
-        let has4 = result.ips.iter().any(|i| i.address.is_ipv4());
-        let has6 = result.ips.iter().any(|i| i.address.is_ipv6());
-        container::sysctls(ns, ifname, has4, has6, conf.enable_dad)?;
         let routes = gateway::container_routes(&result);
         container::configure(cnl, cidx, ifname, &result, &routes, conf.enable_dad)?;
         if conf.is_gateway {
@@ -184,6 +189,7 @@ fn create_veth(
 ) -> Result<(LinkInfo, cni_netlink::Mac), CniError> {
     let cont_mac = conf.mac.unwrap_or_else(ids::random_mac);
     let mut last = None;
+    let mut waited = false;
     for _ in 0..10 {
         let name = ids::host_veth_name();
         let v = Veth {
@@ -201,8 +207,23 @@ fn create_veth(
                 let _ = cni_netlink::sysctl_set(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
                 return Ok((l, cont_mac));
             }
-            // Either our random host name collided (retry), or the container name exists.
-            Err(e) if e.is_exists() => last = Some(e),
+            // Either our random host name collided (retry), or the container name exists:
+            // possibly still being deleted by a DEL that just returned (see `reaper`).
+            Err(e) if e.is_exists() => {
+                let host_taken = hnl
+                    .link_by_name(&name)
+                    .ctx(|| format!("look up {name:?}"))?
+                    .is_some();
+                if !host_taken {
+                    if waited {
+                        return Err(duplicate(ifname, ns));
+                    }
+                    let mut cnl = Netlink::new_in_netns(ns).map_err(nl)?;
+                    wait_ifname_free(&mut cnl, ifname, ns)?;
+                    waited = true;
+                }
+                last = Some(e)
+            }
             Err(e) => {
                 return Err(CniError::internal(format!(
                     "failed to create veth pair {name}/{ifname} on bridge {:?}: {e}",
@@ -242,10 +263,17 @@ fn wait_port_up(hnl: &mut Netlink, hveth: &LinkInfo) -> Result<(), CniError> {
     }
 }
 
+fn duplicate(ifname: &str, ns: &NetNs) -> CniError {
+    CniError::internal(format!(
+        "container veth name {ifname:?} already exists in {}; DEL the previous attachment first",
+        ns.path().display()
+    ))
+}
+
 /// A DEL finishes deleting its veth in the background (see `reaper`), so an ADD that follows
 /// at once may still see the old name for a few milliseconds: wait briefly before calling it a
 /// duplicate.
-fn wait_ifname_free(cnl: &mut Netlink, ifname: &str, netns: &str) -> Result<(), CniError> {
+fn wait_ifname_free(cnl: &mut Netlink, ifname: &str, ns: &NetNs) -> Result<(), CniError> {
     let deadline = std::time::Instant::now() + Duration::from_millis(1500);
     loop {
         let present = cnl
@@ -256,9 +284,7 @@ fn wait_ifname_free(cnl: &mut Netlink, ifname: &str, netns: &str) -> Result<(), 
             return Ok(());
         }
         if std::time::Instant::now() >= deadline {
-            return Err(CniError::internal(format!(
-                "container veth name {ifname:?} already exists in {netns}; DEL the previous attachment first"
-            )));
+            return Err(duplicate(ifname, ns));
         }
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -8,16 +8,17 @@ use cni_netlink::{sysctl_set, Family, NetNs, Netlink, RTPROT_BOOT, RT_SCOPE_UNIV
 
 use crate::errors::NlContext;
 
-/// Per-interface sysctls; `/proc/sys/net` binds to the netns of the opening thread, so this
-/// runs in one setns window.
-pub fn sysctls(
+/// Enters the container netns once: opens the netlink socket used for the container side and
+/// sets the interface's sysctls (`/proc/sys/net` binds to the netns of the opening thread).
+pub fn enter(
     ns: &NetNs,
     ifname: &str,
     has_v4: bool,
     has_v6: bool,
     enable_dad: bool,
-) -> Result<(), CniError> {
-    let run = || -> Result<(), cni_netlink::Error> {
+) -> Result<Netlink, CniError> {
+    let run = || -> Result<Netlink, cni_netlink::Error> {
+        let sock = Netlink::new()?;
         if has_v4 {
             // The kernel then sends gratuitous ARP when the link comes up.
             sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")?;
@@ -33,11 +34,11 @@ pub fn sysctls(
                 sysctl_set(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0")?;
             }
         }
-        Ok(())
+        Ok(sock)
     };
     ns.run(run)
         .and_then(|r| r)
-        .ctx(|| format!("configure sysctls of {ifname:?} in {}", ns.path().display()))
+        .ctx(|| format!("configure {ifname:?} in {}", ns.path().display()))
 }
 
 /// Adds the result's addresses to `index`, brings it up, waits for DAD only when asked to,
