@@ -49,8 +49,9 @@ trap cleanup EXIT
 cleanup
 
 echo ">> ctr run --rm --cni: two containers on network cnirs"
+ctrlog="$(mktemp /tmp/cnirs-ctr.XXXXXX)"
 for c in qs-a qs-b; do
-    ctr -n "$NS" run --rm --cni "$IMG_REF" "$c" sleep 3600 >/dev/null &
+    ctr -n "$NS" run --rm --cni "$IMG_REF" "$c" sleep 3600 >>"$ctrlog" 2>&1 &
     pids+=("$!")
 done
 for c in qs-a qs-b; do
@@ -58,6 +59,10 @@ for c in qs-a qs-b; do
         ctr -n "$NS" task ls 2>/dev/null | grep -q "^$c .*RUNNING" && break; sleep 0.1
     done
 done
+if grep -q . "$ctrlog"; then
+    echo "error: ctr run --cni failed:" >&2; cat "$ctrlog" >&2; rm -f "$ctrlog"; exit 1
+fi
+rm -f "$ctrlog"
 addr_of() { ctr -n "$NS" task exec --exec-id "ip$RANDOM" "$1" ip -o -4 addr show eth0 | awk '{print $4}' | cut -d/ -f1; }
 A=$(addr_of qs-a); B=$(addr_of qs-b)
 echo "qs-a: $A   qs-b: $B"
@@ -68,8 +73,8 @@ ctr -n "$NS" task exec --exec-id "p2$RANDOM" qs-b ping -c 2 -W 2 10.89.0.1
 echo ">> reservations in the shared host-local store:"
 ls /run/cni/networks/cnirs
 echo ">> masquerade state (nftables table inet cni_rs):"
-nft list map inet cni_rs masq4 2>/dev/null | grep -A2 elements || true
+nft list table inet cni_rs 2>/dev/null | grep -E 'set masq|elements' || true
 cleanup
 trap - EXIT
-echo ">> after the containers stopped: $(ls /run/cni/networks/cnirs | grep -cv -e lock -e last_reserved) reservations, $(nft -j list map inet cni_rs masq4 2>/dev/null | grep -o '"elem"' | wc -l) masquerade elements left"
+echo ">> after the containers stopped: $(ls /run/cni/networks/cnirs | grep -cv -e lock -e last_reserved) reservations, $(nft -j list table inet cni_rs 2>/dev/null | grep -o 'cnirs-quickstart' | wc -l) masquerade elements left"
 echo "OK: containers on network cnirs talked; stopping them released everything."
