@@ -1,0 +1,31 @@
+//! `cnm-shim`: a Docker remote NetworkDriver + IpamDriver (legacy plugin protocol over a unix
+//! socket) whose every endpoint is built by exec'ing the CNI `bridge` plugin with `host-local`
+//! as IPAM, exactly as a CNI runtime does.
+//!
+//! Modules, one job each: `http` (HTTP/1.1 server), `listen` (socket activation / bind),
+//! `api` (protocol bodies), `router` (method dispatch, error replies), `ipam` (IpamDriver),
+//! `network` and `endpoint` (NetworkDriver), `ports` (`-p`), `cni` (plugin configs and
+//! host-local calls), `exec` (bounded plugin execution), `netns` (temporary netns, links),
+//! `state` (persistence), `reconcile` (startup repair), `pool` (address math), `netopts`
+//! (`-o` options), `locks`, `shim` (shared context), `config`, `log`, `error`.
+
+pub mod api;
+pub mod cni;
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod exec;
+pub mod http;
+pub mod ipam;
+pub mod listen;
+pub mod locks;
+pub mod log;
+pub mod netns;
+pub mod netopts;
+pub mod network;
+pub mod pool;
+pub mod ports;
+pub mod reconcile;
+pub mod router;
+pub mod shim;
+pub mod state;

@@ -1,0 +1,217 @@
+//! CreateNetwork / DeleteNetwork. A network is a bridge (`cnm-<id[:11]>` unless `-o bridge=`),
+//! created by the `bridge` plugin at the first endpoint and deleted here (the plugin never
+//! deletes bridges), plus its firewall state.
+
+use std::net::IpAddr;
+
+use serde_json::{json, Value};
+
+use crate::api::{self, CreateNetwork, IpamData, NetworkRef};
+use crate::endpoint;
+use crate::err;
+use crate::error::Result;
+use crate::netns;
+use crate::netopts;
+use crate::pool;
+use crate::shim::Shim;
+use crate::state::{Network, Phase, Subnet};
+
+fn subnet(data: &[IpamData], family: &str) -> Result<Option<Subnet>> {
+    match data {
+        [] => Ok(None),
+        [d] => {
+            let p = pool::parse_subnet(&d.pool, &format!("{family} subnet"))?;
+            let gateway: Option<IpAddr> = if d.gateway.is_empty() {
+                None
+            } else {
+                Some(pool::parse_addr(&d.gateway, "gateway")?.ip())
+            };
+            Ok(Some(Subnet { pool: p, gateway }))
+        }
+        _ => Err(err!(
+            "cnm-shim supports one {family} subnet per network, got {}; pass a single --subnet per family",
+            data.len()
+        )),
+    }
+}
+
+fn overlaps(a: &Network, b: &Network) -> bool {
+    let subs = |n: &Network| {
+        [n.v4.clone(), n.v6.clone()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+    };
+    subs(a)
+        .iter()
+        .any(|x| subs(b).iter().any(|y| pool::overlaps(&x.pool, &y.pool)))
+}
+
+pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
+    let id = req.network_id.clone();
+    if id.len() < 12 {
+        return Err(err!("CreateNetwork: invalid NetworkID {id:?}"));
+    }
+    let empty = serde_json::Map::new();
+    let generic = req
+        .options
+        .get(api::OPT_GENERIC)
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let opts = netopts::parse(generic)?;
+    let internal = req.options.get(api::OPT_INTERNAL).and_then(Value::as_bool) == Some(true);
+    let v4 = subnet(&req.ipv4_data, "IPv4")?;
+    let v6 = subnet(&req.ipv6_data, "IPv6")?;
+    if v4.is_none() && v6.is_none() {
+        return Err(err!(
+            "CreateNetwork {id}: no subnet; give the network a --subnet"
+        ));
+    }
+    let bridge = opts
+        .bridge
+        .clone()
+        .unwrap_or_else(|| format!("cnm-{}", &id[..11]));
+    let _g = shim.net_locks.lock(&id);
+    if shim.read(|s| s.networks.contains_key(&id)) {
+        return Ok(json!({}));
+    }
+    let mut net = Network {
+        id: id.clone(),
+        phase: Phase::Ready,
+        bridge: bridge.clone(),
+        bridge_preexisted: false,
+        internal,
+        ipam: false,
+        v4,
+        v6,
+        opts,
+    };
+    let (conflicts, ipam): (Vec<(Network, bool)>, bool) = shim.read(|s| {
+        let conflicts = s
+            .networks
+            .values()
+            .filter(|o| o.bridge == bridge || overlaps(o, &net))
+            .map(|o| (o.clone(), s.is_dead(o)))
+            .collect();
+        let ipam = [&net.v4, &net.v6]
+            .into_iter()
+            .flatten()
+            .all(|sn| s.pools.values().any(|p| p.subnet == sn.pool));
+        (conflicts, ipam)
+    });
+    net.ipam = ipam;
+    for (old, dead) in conflicts {
+        if !dead {
+            return Err(err!(
+                "cnm network {} already uses bridge {} or an overlapping subnet; choose another --subnet / -o bridge= or remove that network",
+                &old.id[..12.min(old.id.len())],
+                old.bridge
+            ));
+        }
+        crate::warn!(
+            "network {} (bridge {}) was released by docker but never deleted: removing it",
+            old.id,
+            old.bridge
+        );
+        let _og = shim.net_locks.lock(&old.id);
+        if let Err(e) = teardown(shim, &old) {
+            crate::warn!("removing stale network {}: {e}", old.id);
+        }
+    }
+    match netns::link(&bridge)? {
+        Some(l) if !l.is_bridge() => {
+            return Err(err!(
+                "link {bridge} exists and is not a bridge; choose another -o bridge= or remove that link"
+            ))
+        }
+        Some(_) => net.bridge_preexisted = true,
+        None => {}
+    }
+    shim.update(|s| {
+        s.networks.insert(id.clone(), net.clone());
+        Ok(())
+    })?;
+    if internal {
+        let _n = shim.lock_nft();
+        cni_nft::portmap::PortTable::new(&shim.cfg.nft_table())
+            .and_then(|mut t| t.set_internal(&bridge, true))
+            .map_err(|e| err!("isolate internal network bridge {bridge}: {e}"))?;
+    }
+    crate::info!(
+        "network {id} created: bridge {bridge}{}",
+        if internal { " (internal)" } else { "" }
+    );
+    Ok(json!({}))
+}
+
+pub fn delete(shim: &Shim, req: NetworkRef) -> Result<Value> {
+    let _g = shim.net_locks.lock(&req.network_id);
+    let Some(net) = shim.read(|s| s.networks.get(&req.network_id).cloned()) else {
+        return Ok(json!({}));
+    };
+    teardown(shim, &net)?;
+    crate::info!("network {} deleted", net.id);
+    Ok(json!({}))
+}
+
+/// Removes everything of `net` (its leftover endpoints, bridge, firewall state) and forgets
+/// it. Idempotent; the caller holds the network lock. The `Deleting` phase is persisted first
+/// so that a crash midway is finished at startup.
+pub fn teardown(shim: &Shim, net: &Network) -> Result<()> {
+    shim.update(|s| {
+        if let Some(n) = s.networks.get_mut(&net.id) {
+            n.phase = Phase::Deleting;
+        }
+        Ok(())
+    })?;
+    let mut errors = Vec::new();
+    let eps: Vec<_> = shim.read(|s| {
+        s.endpoints
+            .values()
+            .filter(|e| e.network == net.id)
+            .cloned()
+            .collect()
+    });
+    for ep in eps {
+        crate::warn!("network {}: removing leftover endpoint {}", net.id, ep.id);
+        if let Err(e) = endpoint::remove(shim, &ep) {
+            errors.push(e.0);
+        }
+    }
+    if !net.bridge_preexisted {
+        if let Err(e) = netns::delete_link(&net.bridge, "bridge") {
+            errors.push(e.0);
+        }
+    }
+    crate::shim::crash_point("delete-network:bridge-deleted");
+    if let Err(e) = cni_nft::forward::remove_bridge_forwarding(&net.bridge) {
+        errors.push(format!("remove forwarding rules of {}: {e}", net.bridge));
+    }
+    if let Err(e) = cni_nft::portmap::remove_dnat_accept(&net.bridge) {
+        errors.push(format!("remove DNAT accept rules of {}: {e}", net.bridge));
+    }
+    {
+        let _n = shim.lock_nft();
+        let last = shim.read(|s| s.networks.len() <= 1);
+        let r = cni_nft::portmap::PortTable::new(&shim.cfg.nft_table()).and_then(|mut t| {
+            t.set_internal(&net.bridge, false)?;
+            if last && t.owners()?.is_empty() {
+                t.delete()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            errors.push(format!("nftables table {}: {e}", shim.cfg.nft_table()));
+        }
+    }
+    if let Err(e) = endpoint::masq_gc(shim, Some(&net.id)) {
+        errors.push(e.0);
+    }
+    if !errors.is_empty() {
+        return Err(err!("delete network {}: {}", net.id, errors.join("; ")));
+    }
+    shim.update(|s| {
+        s.networks.remove(&net.id);
+        Ok(())
+    })
+}

@@ -1,0 +1,129 @@
+//! Maps plugin protocol methods (the URL path) to handlers and results to HTTP replies:
+//! success is 200 with a JSON body (never empty: dockerd fails on an empty body with `EOF`),
+//! errors are 500 `{"Err": msg}`, which both driver kinds show as
+//! `<Method>: <msg>` in the docker CLI, and unknown methods are 404.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::api::decode;
+use crate::error::Result;
+use crate::http::{Request, Response};
+use crate::shim::Shim;
+use crate::{endpoint, ipam, network, ports};
+
+/// Methods that always carry arguments.
+const NEEDS_BODY: [&str; 11] = [
+    "NetworkDriver.CreateNetwork",
+    "NetworkDriver.DeleteNetwork",
+    "NetworkDriver.CreateEndpoint",
+    "NetworkDriver.DeleteEndpoint",
+    "NetworkDriver.Join",
+    "NetworkDriver.ProgramExternalConnectivity",
+    "NetworkDriver.RevokeExternalConnectivity",
+    "IpamDriver.RequestPool",
+    "IpamDriver.ReleasePool",
+    "IpamDriver.RequestAddress",
+    "IpamDriver.ReleaseAddress",
+];
+
+fn dispatch(shim: &Shim, method: &str, body: &[u8]) -> Option<Result<Value>> {
+    // dockerd retries a call whose connection broke (the shim was restarted while handling
+    // it) with the request body already consumed, i.e. empty. Acting on it would mean acting
+    // on defaults (RequestPool would pick a default pool): fail it instead; docker then rolls
+    // back the operation.
+    if NEEDS_BODY.contains(&method) && body.iter().all(u8::is_ascii_whitespace) {
+        return Some(Err(crate::err!(
+            "empty {method} request: dockerd re-sent a call that cnm-shim could not finish (it was restarted meanwhile); run the docker command again"
+        )));
+    }
+    Some(match method {
+        "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
+        "NetworkDriver.GetCapabilities" => {
+            Ok(json!({"Scope": "local", "ConnectivityScope": "local"}))
+        }
+        "NetworkDriver.CreateNetwork" => {
+            decode(method, body).and_then(|r| network::create(shim, r))
+        }
+        "NetworkDriver.DeleteNetwork" => {
+            decode(method, body).and_then(|r| network::delete(shim, r))
+        }
+        "NetworkDriver.CreateEndpoint" => {
+            decode(method, body).and_then(|r| endpoint::create(shim, r))
+        }
+        "NetworkDriver.DeleteEndpoint" => {
+            decode(method, body).and_then(|r| endpoint::delete(shim, r))
+        }
+        "NetworkDriver.EndpointOperInfo" => {
+            decode(method, body).map(|r| endpoint::oper_info(shim, r))
+        }
+        "NetworkDriver.Join" => decode(method, body).and_then(|r| endpoint::join(shim, r)),
+        "NetworkDriver.Leave" => Ok(json!({})),
+        "NetworkDriver.ProgramExternalConnectivity" => {
+            decode(method, body).and_then(|r| ports::program(shim, r))
+        }
+        "NetworkDriver.RevokeExternalConnectivity" => {
+            decode(method, body).and_then(|r| ports::revoke(shim, r))
+        }
+        // Only sent with swarm or a cluster store: nothing to do for a local driver.
+        "NetworkDriver.DiscoverNew" | "NetworkDriver.DiscoverDelete" => Ok(json!({})),
+        "NetworkDriver.AllocateNetwork" => Ok(json!({"Options": {}})),
+        "NetworkDriver.FreeNetwork" => Ok(json!({})),
+        "IpamDriver.GetCapabilities" => Ok(ipam::capabilities()),
+        "IpamDriver.GetDefaultAddressSpaces" => Ok(ipam::address_spaces()),
+        "IpamDriver.RequestPool" => decode(method, body).and_then(|r| ipam::request_pool(shim, r)),
+        "IpamDriver.ReleasePool" => decode(method, body).and_then(|r| ipam::release_pool(shim, r)),
+        "IpamDriver.RequestAddress" => {
+            decode(method, body).and_then(|r| ipam::request_address(shim, r))
+        }
+        "IpamDriver.ReleaseAddress" => {
+            decode(method, body).and_then(|r| ipam::release_address(shim, r))
+        }
+        _ => return None,
+    })
+}
+
+pub fn handle(shim: &Shim, req: &Request) -> Response {
+    let method = req.path.trim_start_matches('/');
+    if req.method != "POST" {
+        return Response::json(
+            405,
+            &json!({"Err": format!("cnm-shim: {} {} is not supported; the plugin protocol uses POST", req.method, req.path)}),
+        );
+    }
+    let started = Instant::now();
+    crate::debug!("{method} <- {}", String::from_utf8_lossy(&req.body).trim());
+    // A handler that panics must still answer (dockerd would otherwise wait forever).
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dispatch(shim, method, &req.body)
+    }))
+    .unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Some(Err(crate::err!(
+            "internal error (panic: {msg}); see the cnm-shim log"
+        )))
+    });
+    let ms = started.elapsed().as_millis();
+    match out {
+        None => {
+            crate::warn!("unknown method {method}");
+            Response::json(
+                404,
+                &json!({"Err": format!("cnm-shim does not implement {method}")}),
+            )
+        }
+        Some(Ok(v)) => {
+            crate::debug!("{method} -> {v} ({ms} ms)");
+            Response::json(200, &v)
+        }
+        Some(Err(e)) => {
+            crate::warn!("{method} failed ({ms} ms): {e}");
+            Response::json(500, &json!({"Err": e.0}))
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The daemon's shared context: configuration, the persisted state behind one mutex, the
+//! per-network and per-pool locks, and the plugin runner.
+//!
+//! Lock order: network lock → pool locks (sorted) → state mutex (held only for in-memory
+//! changes and the state file write, never across a plugin exec) ; the nftables mutex is taken
+//! alone.
+
+use std::fs::File;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::config::Config;
+use crate::err;
+use crate::error::Result;
+use crate::exec::Runner;
+use crate::locks::KeyedLocks;
+use crate::state::{State, Store};
+
+pub struct Shim {
+    pub cfg: Config,
+    pub runner: Runner,
+    store: Store,
+    state: Mutex<State>,
+    pub net_locks: KeyedLocks,
+    pub pool_locks: KeyedLocks,
+    /// Serializes writes to our nftables table (its only writer is this process).
+    nft: Mutex<()>,
+    /// The shim's (= dockerd's) network namespace.
+    pub host_ns: File,
+    pub spare_netns: crate::netns::SpareNetns,
+    pub pending_moves: crate::netns::PendingMoves,
+}
+
+impl Shim {
+    pub fn new(cfg: Config) -> Result<Shim> {
+        let store = Store::new(&cfg.state_dir);
+        let state = store.load()?;
+        Ok(Shim {
+            runner: Runner {
+                cni_path: cfg.cni_path.clone(),
+                timeout: cfg.exec_timeout,
+            },
+            cfg,
+            store,
+            state: Mutex::new(state),
+            net_locks: KeyedLocks::default(),
+            pool_locks: KeyedLocks::default(),
+            nft: Mutex::new(()),
+            host_ns: crate::netns::current()?,
+            spare_netns: Default::default(),
+            pending_moves: Default::default(),
+        })
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the state.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.lock_state())
+    }
+
+    /// Applies `f` to a copy of the state and persists it; the in-memory state changes only if
+    /// `f` succeeded and the file was written.
+    pub fn update<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let mut guard = self.lock_state();
+        let mut next = guard.clone();
+        let out = f(&mut next)?;
+        if next != *guard {
+            let t = std::time::Instant::now();
+            self.store.save(&next)?;
+            crate::debug!("state saved in {} us", t.elapsed().as_micros());
+            *guard = next;
+        }
+        Ok(out)
+    }
+
+    pub fn lock_nft(&self) -> MutexGuard<'_, ()> {
+        self.nft.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Test hook: aborts the process (like `kill -9`) when `CNM_SHIM_CRASH_AT` names this point,
+/// so the end-to-end tests can crash the shim at exact places between persisted state and
+/// external effects. Unset in production; costs one environment lookup.
+pub fn crash_point(name: &str) {
+    if std::env::var("CNM_SHIM_CRASH_AT").is_ok_and(|v| v == name) {
+        crate::warn!("CNM_SHIM_CRASH_AT={name}: aborting (test hook)");
+        std::process::abort();
+    }
+}
+
+/// A new host-local handle (`CNI_CONTAINERID`) for an address docker requested.
+pub fn new_handle() -> Result<String> {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most `b.len()` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return Err(err!("getrandom: {}", std::io::Error::last_os_error()));
+    }
+    Ok(format!(
+        "cnm-req-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handles_are_unique_valid_ids() {
+        let a = super::new_handle().unwrap();
+        let b = super::new_handle().unwrap();
+        assert_ne!(a, b);
+        assert!(cni_core::env::valid_id(&a), "{a}");
+    }
+}

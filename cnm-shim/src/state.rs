@@ -1,0 +1,318 @@
+//! Everything dockerd will not replay, persisted as one JSON document (`state.json`) replaced
+//! atomically (write a temporary file, rename it over the old one) on every change, so a
+//! `kill -9` at any point leaves either the old or the new state on disk. There is no fsync:
+//! it would cost ~10 ms per change (several per `docker run`), and it only protects against
+//! an OS crash, after which every container and endpoint is gone anyway and reconciliation
+//! repairs whatever the (old but consistent: rename-over flushes data first on ext4/xfs)
+//! state says.
+//!
+//! External effects follow a write-ahead discipline: the intent (a `Creating`/`Deleting`
+//! phase, an `Allocating` reservation) is persisted *before* the effect, the outcome after it.
+//! Startup reconciliation ([`crate::reconcile`]) finishes or undoes whatever a crash left
+//! half-done.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::err;
+use crate::error::{Ctx, Result};
+use crate::netopts::NetOpts;
+
+pub const STATE_FILE: &str = "state.json";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Creating,
+    Ready,
+    Deleting,
+}
+
+/// One subnet of a network as CreateNetwork gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    pub pool: IpNetwork,
+    pub gateway: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub phase: Phase,
+    pub bridge: String,
+    /// The bridge existed before the network (`-o bridge=` of a bridge made elsewhere): it is
+    /// never deleted.
+    pub bridge_preexisted: bool,
+    pub internal: bool,
+    /// Its subnets were pools of our IPAM driver when it was created.
+    #[serde(default)]
+    pub ipam: bool,
+    pub v4: Option<Subnet>,
+    pub v6: Option<Subnet>,
+    pub opts: NetOpts,
+}
+
+/// A reservation (host-local `CNI_CONTAINERID`) an endpoint took over from `RequestAddress`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub handle: String,
+    pub ip: IpAddr,
+}
+
+/// A published port as programmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMap {
+    pub proto: u8,
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub dest: IpAddr,
+    pub dest_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub network: String,
+    pub phase: Phase,
+    /// Host-side name of the container end between CreateEndpoint and Join, and after Leave.
+    pub link: String,
+    pub addr4: Option<IpNetwork>,
+    pub addr6: Option<IpNetwork>,
+    pub mac: String,
+    /// The bridge network config used for ADD (without per-call `args`).
+    pub conf: Value,
+    /// The bridge's ADD result, the `prevResult` of DEL.
+    pub result: Option<Value>,
+    /// `RequestAddress` reservations this endpoint converted into its own.
+    pub converted: Vec<Held>,
+    pub ports: Vec<PortMap>,
+}
+
+/// An IPAM pool (`RequestPool`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub id: String,
+    pub address_space: String,
+    pub subnet: IpNetwork,
+    /// `--ip-range`: where dynamic addresses come from.
+    pub range: Option<IpNetwork>,
+    pub gateway: Option<IpAddr>,
+    pub v6: bool,
+    /// UNIX seconds of the RequestPool.
+    #[serde(default)]
+    pub created: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResPhase {
+    /// host-local ADD in flight (or interrupted): whatever it holds is released at startup.
+    Allocating,
+    Held,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResIp {
+    pub ip: IpAddr,
+    /// Docker sent ReleaseAddress for it.
+    pub released: bool,
+}
+
+/// What host-local holds under one `CNI_CONTAINERID` (ifname always `eth0`): a `RequestAddress`
+/// handle, or an endpoint ID once the endpoint exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub handle: String,
+    pub phase: ResPhase,
+    /// The pool of an `Allocating` request.
+    pub pool: Option<String>,
+    pub ips: Vec<ResIp>,
+    /// The live endpoint using these addresses.
+    pub endpoint: Option<String>,
+}
+
+impl Reservation {
+    /// No longer needed: docker released every address and no endpoint uses it.
+    pub fn finished(&self) -> bool {
+        self.phase == ResPhase::Held
+            && self.endpoint.is_none()
+            && self.ips.iter().all(|i| i.released)
+    }
+
+    pub fn holds(&self, ip: &IpAddr) -> bool {
+        self.ips.iter().any(|i| &i.ip == ip && !i.released)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    #[serde(default)]
+    pub version: u32,
+    #[serde(default)]
+    pub networks: BTreeMap<String, Network>,
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, Endpoint>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
+    #[serde(default)]
+    pub reservations: BTreeMap<String, Reservation>,
+}
+
+impl State {
+    /// The held, unreleased reservation of `ip` not yet owned by an endpoint.
+    pub fn pending_for(&self, ip: &IpAddr) -> Option<&Reservation> {
+        self.reservations
+            .values()
+            .find(|r| r.phase == ResPhase::Held && r.endpoint.is_none() && r.holds(ip))
+    }
+
+    /// The held reservation docker still has `ip` under (pending or endpoint-owned).
+    pub fn holder_of(&self, ip: &IpAddr) -> Option<&Reservation> {
+        self.reservations
+            .values()
+            .find(|r| r.phase == ResPhase::Held && r.holds(ip))
+    }
+
+    /// A network docker forgot while the shim was away (its DeleteNetwork never arrived): it
+    /// used our IPAM and docker has released its pools since.
+    pub fn is_dead(&self, n: &Network) -> bool {
+        n.ipam
+            && [&n.v4, &n.v6]
+                .into_iter()
+                .flatten()
+                .all(|sn| !self.pools.values().any(|p| p.subnet == sn.pool))
+    }
+
+    /// Our pool containing `ip`.
+    pub fn pool_of(&self, ip: &IpAddr) -> Option<&Pool> {
+        self.pools.values().find(|p| p.subnet.contains(*ip))
+    }
+}
+
+/// The on-disk location of the state.
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Loads the state; a missing file is an empty state. A corrupt file is an error that
+    /// names the file (the daemon refuses to start rather than forget what it owns).
+    pub fn load(&self) -> Result<State> {
+        std::fs::create_dir_all(&self.dir)
+            .ctx(|| format!("create state dir {}", self.dir.display()))?;
+        let path = self.path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(State {
+                    version: VERSION,
+                    ..Default::default()
+                })
+            }
+            Err(e) => return Err(err!("read {}: {e}", path.display())),
+        };
+        let s: State = serde_json::from_slice(&bytes).map_err(|e| {
+            err!(
+                "{} is corrupt ({e}); move it aside to start with an empty state (networks and containers made before then must be recreated)",
+                path.display()
+            )
+        })?;
+        if s.version > VERSION {
+            return Err(err!(
+                "{} was written by a newer cnm-shim (state version {}); upgrade cnm-shim",
+                path.display(),
+                s.version
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Atomically replaces the state on disk.
+    pub fn save(&self, s: &State) -> Result<()> {
+        let path = self.path();
+        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
+        let mut doc = s.clone();
+        doc.version = VERSION;
+        let bytes = serde_json::to_vec_pretty(&doc).ctx(|| "encode state")?;
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            drop(f);
+            std::fs::rename(&tmp, &path)
+        };
+        write().ctx(|| {
+            format!(
+                "save state to {} (is the state dir writable and the disk not full?)",
+                path.display()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_corruption() {
+        let dir = std::env::temp_dir().join(format!("cnm-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::new(&dir);
+        let mut s = store.load().unwrap();
+        assert!(s.networks.is_empty());
+        s.reservations.insert(
+            "h1".into(),
+            Reservation {
+                handle: "h1".into(),
+                phase: ResPhase::Held,
+                pool: None,
+                ips: vec![ResIp {
+                    ip: "10.1.0.2".parse().unwrap(),
+                    released: false,
+                }],
+                endpoint: None,
+            },
+        );
+        s.pools.insert(
+            "p".into(),
+            Pool {
+                id: "p".into(),
+                address_space: "x".into(),
+                subnet: "10.1.0.0/24".parse().unwrap(),
+                range: None,
+                gateway: None,
+                v6: false,
+                created: 0,
+            },
+        );
+        store.save(&s).unwrap();
+        let back = store.load().unwrap();
+        assert_eq!(back.reservations, s.reservations);
+        let ip: IpAddr = "10.1.0.2".parse().unwrap();
+        assert_eq!(back.pending_for(&ip).unwrap().handle, "h1");
+        assert_eq!(back.pool_of(&ip).unwrap().id, "p");
+        std::fs::write(store.path(), b"{not json").unwrap();
+        let e = store.load().unwrap_err();
+        assert!(
+            e.0.contains("corrupt") && e.0.contains("move it aside"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

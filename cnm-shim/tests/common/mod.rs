@@ -1,0 +1,477 @@
+//! End-to-end harness: a private dockerd (Debian's docker.io, its own containerd, data-root,
+//! exec-root, pidfile and API socket under a temp dir), running with the shim inside a private
+//! network namespace, so docker0, the bridges, iptables and nftables state of the test never
+//! touch the host. Everything is removed on drop, also when a test panics.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cni_tests::{bin, bin_dir, unique, Netns, TempDir};
+use serde_json::Value;
+
+pub const IMAGE: &str = "cnmtest/busybox:latest";
+
+/// One dockerd at a time per test binary: a dockerd start costs seconds of CPU on a
+/// 2-core machine, and the docker CLI has no retry on slow daemons.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// None (and a message) when the machine cannot run the end-to-end tests.
+pub fn can_run() -> bool {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: the end-to-end tests need root");
+        return false;
+    }
+    for b in [
+        "dockerd",
+        "containerd",
+        "docker",
+        "nsenter",
+        "busybox",
+        "curl",
+    ] {
+        if !Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            eprintln!("skipping: {b} is not installed (scripts/test.sh installs docker.io)");
+            return false;
+        }
+    }
+    true
+}
+
+/// Debian's docker.io CLI (matches the 20.10 daemon: a newer CLI refuses e.g. `--mac-address`
+/// against API 1.41); any `docker` on PATH otherwise.
+pub fn docker_cli() -> &'static str {
+    if Path::new("/usr/bin/docker").exists() {
+        "/usr/bin/docker"
+    } else {
+        "docker"
+    }
+}
+
+/// A process started by the harness, killed (group) on drop.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: &Path) -> Proc {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open log");
+        cmd.stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup log"))
+            .stderr(f)
+            .process_group(0);
+        Proc {
+            child: cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
+        }
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child; no memory involved.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
+    /// SIGTERM, then SIGKILL to the group after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+    }
+
+    pub fn kill9(&mut self) {
+        // SAFETY: as above, on the process group we created.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop(Duration::from_secs(20));
+        }
+    }
+}
+
+/// A dockerd + cnm-shim world.
+pub struct World {
+    pub name: String,
+    pub ns: Netns,
+    pub dir: TempDir,
+    containerd: Option<Proc>,
+    dockerd: Option<Proc>,
+    shim: Option<Proc>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+impl World {
+    pub fn new(tag: &str) -> World {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let name = unique(&format!("cnm{tag}"));
+        let ns = Netns::new(&format!("cnm{tag}"));
+        let dir = TempDir::new(&format!("cnm{tag}"));
+        let mut w = World {
+            name,
+            ns,
+            dir,
+            containerd: None,
+            dockerd: None,
+            shim: None,
+            _serial: serial,
+        };
+        w.start_containerd();
+        w.start_dockerd();
+        w.load_image();
+        w.start_shim();
+        w
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        PathBuf::from(format!("/run/docker/plugins/{}.sock", self.name))
+    }
+
+    fn in_ns(&self, program: &Path) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.ns.path_str())).arg(program);
+        c
+    }
+
+    fn start_containerd(&mut self) {
+        let d = self.dir.str();
+        let conf = format!(
+            "version = 2\nroot = \"{d}/ctrd\"\nstate = \"{d}/ctrd-state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{d}/containerd.sock\"\n\
+             [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
+             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n"
+        );
+        std::fs::write(self.path("containerd.toml"), conf).unwrap();
+        let mut c = Command::new("containerd");
+        c.arg("--config").arg(self.path("containerd.toml"));
+        self.containerd = Some(Proc::spawn(c, &self.path("containerd.log")));
+        let sock = self.path("containerd.sock");
+        wait_for("containerd", Duration::from_secs(30), || sock.exists());
+    }
+
+    pub fn start_dockerd(&mut self) {
+        let mut c = self.in_ns(Path::new("/usr/sbin/dockerd"));
+        c.arg("--data-root")
+            .arg(self.path("data"))
+            .arg("--exec-root")
+            .arg(self.path("exec"))
+            .arg("--pidfile")
+            .arg(self.path("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.path("docker.sock").display()))
+            .arg("--containerd")
+            .arg(self.path("containerd.sock"));
+        self.dockerd = Some(Proc::spawn(c, &self.path("dockerd.log")));
+        wait_for("dockerd", Duration::from_secs(60), || {
+            self.docker(&["version", "--format", "{{.Server.Version}}"])
+                .status
+                .success()
+        });
+    }
+
+    /// SIGTERM to dockerd and wait until it exited.
+    pub fn stop_dockerd(&mut self) {
+        if let Some(mut d) = self.dockerd.take() {
+            d.stop(Duration::from_secs(60));
+        }
+    }
+
+    pub fn kill9_dockerd(&mut self) {
+        if let Some(mut d) = self.dockerd.take() {
+            d.kill9();
+        }
+    }
+
+    fn load_image(&self) {
+        let tar = self.path("busybox.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-image.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(&tar)
+            .arg(IMAGE)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "busybox-image.sh: {out:?}");
+        self.docker_ok(&["load", "-i", tar.to_str().unwrap()]);
+    }
+
+    pub fn start_shim(&mut self) {
+        self.start_shim_env(&[]);
+    }
+
+    /// Starts the shim with extra environment (e.g. `CNM_SHIM_CRASH_AT`).
+    pub fn start_shim_env(&mut self, env: &[(&str, &str)]) {
+        let _ = bin("bridge");
+        let _ = bin("host-local");
+        let mut c = self.in_ns(&bin("cnm-shim"));
+        c.args(["--name", &self.name, "--state-dir"])
+            .arg(self.path("shim"))
+            .arg("--cni-path")
+            .arg(bin_dir())
+            .args(["--exec-timeout", "30", "--debug"]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        self.shim = Some(Proc::spawn(c, &self.path("shim.log")));
+        let sock = self.socket();
+        wait_for("cnm-shim socket", Duration::from_secs(30), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    /// Waits up to `timeout` for the shim to exit by itself; true if it did.
+    pub fn wait_shim_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.shim.as_mut().map(|s| s.child.try_wait()) {
+                Some(Ok(Some(_))) | None => {
+                    self.shim = None;
+                    return true;
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        false
+    }
+
+    /// A docker command run on its own thread (for crashing the shim while it runs).
+    pub fn docker_bg(&self, args: &[&str]) -> std::thread::JoinHandle<Output> {
+        let host = format!("unix://{}", self.path("docker.sock").display());
+        let cfg = self.path("docker-cli");
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        std::thread::spawn(move || {
+            Command::new(docker_cli())
+                .env("DOCKER_HOST", host)
+                .env("DOCKER_CONFIG", cfg)
+                .args(&args)
+                .output()
+                .expect("exec docker")
+        })
+    }
+
+    pub fn kill9_shim(&mut self) {
+        if let Some(mut s) = self.shim.take() {
+            s.kill9();
+        }
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new(docker_cli())
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.path("docker.sock").display()),
+            )
+            .env("DOCKER_CONFIG", self.path("docker-cli"))
+            .args(args)
+            .output()
+            .expect("exec docker")
+    }
+
+    /// Runs docker, panicking with stderr (and the shim log tail) on failure.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        if !out.status.success() {
+            panic!(
+                "docker {args:?} failed: {}\n--- shim log tail ---\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.shim_log_tail(40)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn docker_err(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            !out.status.success(),
+            "docker {args:?} unexpectedly succeeded"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn inspect(&self, obj: &str) -> Value {
+        let s = self.docker_ok(&["inspect", obj]);
+        let v: Value = serde_json::from_str(&s).expect("inspect JSON");
+        v[0].clone()
+    }
+
+    /// `docker exec <c> <args>`, success flag and stdout.
+    pub fn exec(&self, c: &str, args: &[&str]) -> (bool, String) {
+        let mut a = vec!["exec", c];
+        a.extend_from_slice(args);
+        let out = self.docker(&a);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    pub fn ping(&self, c: &str, target: &str) -> bool {
+        self.exec(c, &["ping", "-c", "1", "-W", "2", target]).0
+    }
+
+    pub fn shim_log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(self.path("shim.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    pub fn state(&self) -> Value {
+        let s = std::fs::read_to_string(self.path("shim/state.json")).unwrap_or_default();
+        serde_json::from_str(&s).unwrap_or(Value::Null)
+    }
+
+    /// IPs reserved in the host-local store of the shim.
+    pub fn store(&self) -> Vec<String> {
+        let mut v: Vec<String> = cni_tests::host_local_reservations(
+            &self.path("shim/ipam"),
+            &format!("cnm-{}", self.name),
+        )
+        .into_iter()
+        .collect();
+        v.sort();
+        v
+    }
+
+    /// Links of the world's netns.
+    pub fn links(&self) -> Vec<String> {
+        self.ns.link_names().into_iter().collect()
+    }
+
+    /// The whole nftables ruleset of the world's netns, as text.
+    pub fn ruleset(&self) -> String {
+        self.ns.sh(&["nft", "list", "ruleset"])
+    }
+
+    /// Appends a marker to the shim log (helps reading failures).
+    pub fn mark(&self, what: &str) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path("shim.log"))
+        {
+            let _ = writeln!(f, "===== {what} =====");
+        }
+    }
+
+    /// containerd shims (daemonized children of our containerd, so not in its process group)
+    /// of containers that outlived dockerd: found by our containerd socket in their command
+    /// line and killed by PID.
+    fn kill_leftover_shims(&self) {
+        let sock = self.path("containerd.sock").to_string_lossy().into_owned();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("/usr/bin/containerd-shim") && cmd.contains(&sock) {
+                // SAFETY: kill(2) by PID on a process this test's containerd started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    fn unmount_all(&self) {
+        let dir = self.dir.str().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<String> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&dir))
+            .map(str::to_string)
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = Command::new("umount").args(["-l", &p]).status();
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // A panic here (during the unwinding of a failed test) would abort the whole test
+        // binary and skip the rest of the cleanup.
+        let this = &mut *self;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            this.remove_containers_and_networks()
+        }));
+        self.stop_dockerd();
+        if let Some(mut s) = self.shim.take() {
+            s.stop(Duration::from_secs(5));
+        }
+        if let Some(mut c) = self.containerd.take() {
+            c.stop(Duration::from_secs(10));
+        }
+        self.kill_leftover_shims();
+        self.unmount_all();
+        let _ = std::fs::remove_file(self.socket());
+        if std::env::var_os("CNM_KEEP_LOGS").is_some() {
+            let keep = std::env::temp_dir().join(format!("{}-logs", self.name));
+            let _ = std::fs::create_dir_all(&keep);
+            for f in [
+                "shim.log",
+                "dockerd.log",
+                "containerd.log",
+                "shim/state.json",
+            ] {
+                let _ = std::fs::copy(self.path(f), keep.join(f.replace('/', "_")));
+            }
+        }
+    }
+}
+
+impl World {
+    fn remove_containers_and_networks(&mut self) {
+        if self.dockerd.is_some() {
+            if self.shim.is_none() {
+                self.start_shim();
+            }
+            let ids = self.docker(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
+            let nets = self.docker(&["network", "ls", "-q", "--filter", "type=custom"]);
+            for id in String::from_utf8_lossy(&nets.stdout).split_whitespace() {
+                let _ = self.docker(&["network", "rm", id]);
+            }
+        }
+    }
+}
