@@ -54,21 +54,20 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
     }
     let ns = NetNs::open(&req.env.netns).map_err(|e| bad_netns(&req.env.netns, e))?;
     let mut hnl = Netlink::new().map_err(nl)?;
-    if let Some(br) = hnl
+    // Validate the bridge name against the host before mutating anything.
+    let existing = hnl
         .link_by_name(&conf.bridge)
-        .ctx(|| "look up bridge".into())?
-    {
-        if !br.is_bridge() {
-            return Err(CniError::config(format!(
-                "{:?} already exists but is not a bridge (kind {}); set \"bridge\" to another name or remove that link",
-                conf.bridge,
-                br.kind.as_deref().unwrap_or("none")
-            )));
-        }
+        .ctx(|| "look up bridge".into())?;
+    if let Some(br) = existing.as_ref().filter(|b| !b.is_bridge()) {
+        return Err(CniError::config(format!(
+            "{:?} already exists but is not a bridge (kind {}); set \"bridge\" to another name or remove that link",
+            conf.bridge,
+            br.kind.as_deref().unwrap_or("none")
+        )));
     }
 
     let mut undo = Undo::default();
-    let res = build(req, &conf, &ns, &mut hnl, &mut undo);
+    let res = build(req, &conf, &ns, &mut hnl, existing, &mut undo);
     if res.is_err() {
         undo.run(req, &conf, &mut hnl);
     }
@@ -80,6 +79,7 @@ fn build(
     conf: &Conf,
     ns: &NetNs,
     hnl: &mut Netlink,
+    existing_bridge: Option<LinkInfo>,
     undo: &mut Undo,
 ) -> Result<CniResult, CniError> {
     // IPAM first: its config errors and exhaustion then cost nothing to undo.
@@ -93,7 +93,7 @@ fn build(
     }
     let gws = gateway::calc(&mut result, conf);
 
-    let br = host::ensure_bridge(hnl, conf)?;
+    let br = host::ensure_bridge(hnl, conf, existing_bridge)?;
     let (hveth, cont_mac) = create_veth(hnl, ns, &br, conf, &req.env.ifname)?;
     undo.host_veth = Some(hveth.index);
     port::configure(hnl, &hveth, conf)?;

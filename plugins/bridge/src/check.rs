@@ -110,29 +110,42 @@ pub fn check(req: &Request) -> Result<(), CniError> {
             )));
         }
     }
+    // One dump per (family, table), not per route.
+    let mut tables: std::collections::HashMap<(bool, Option<u32>), Vec<cni_netlink::Route>> =
+        std::collections::HashMap::new();
     for r in &prev.routes {
         let want = to_nl_route(r, c.index);
-        let fam = if r.dst.is_ipv4() {
-            cni_netlink::Family::V4
-        } else {
-            cni_netlink::Family::V6
+        let key = (r.dst.is_ipv4(), r.table);
+        let routes = match tables.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let fam = if key.0 {
+                    cni_netlink::Family::V4
+                } else {
+                    cni_netlink::Family::V6
+                };
+                e.insert(
+                    cnl.routes(fam, r.table)
+                        .ctx(|| "list container routes".into())?,
+                )
+            }
         };
-        let table = r.table;
-        let routes = cnl
-            .routes(fam, table)
-            .ctx(|| "list container routes".into())?;
+        // The route must go out of this attachment's interface (another attachment in the
+        // same netns may have the same destination).
         let found = routes.iter().any(|have| {
             have.dst == want.dst
-                && (r.gw.is_none()
-                    || have.gateway == r.gw
-                    || have.multipath.iter().any(|n| n.gateway == r.gw))
+                && ((have.oif == Some(c.index) && (r.gw.is_none() || have.gateway == r.gw))
+                    || have
+                        .multipath
+                        .iter()
+                        .any(|n| n.oif == c.index && (r.gw.is_none() || n.gateway == r.gw)))
         });
         if !found {
             let gw =
                 r.gw.map(|g| g.to_string())
                     .unwrap_or_else(|| "<nil>".into());
             return Err(CniError::internal(format!(
-                "Expected Route {{Dst:{} GW:{gw}}} not found in routing table",
+                "Expected Route {{Dst:{} GW:{gw}}} not found in routing table of {ifname}",
                 r.dst
             )));
         }

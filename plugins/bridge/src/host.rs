@@ -9,14 +9,16 @@ use crate::config::Conf;
 use crate::errors::NlContext;
 use crate::ids;
 
-/// Returns the bridge, creating it if missing; an existing link of another kind is an error.
-/// Idempotent check-then-set for promisc, up, and the pinned MAC.
-pub fn ensure_bridge(nl: &mut Netlink, conf: &Conf) -> Result<LinkInfo, CniError> {
+/// Returns the bridge, creating it if missing (`existing` is the caller's lookup of the name);
+/// an existing link of another kind is an error. Idempotent check-then-set for promisc, up,
+/// and the pinned MAC.
+pub fn ensure_bridge(
+    nl: &mut Netlink,
+    conf: &Conf,
+    existing: Option<LinkInfo>,
+) -> Result<LinkInfo, CniError> {
     let name = &conf.bridge;
-    let mut br = match nl
-        .link_by_name(name)
-        .ctx(|| format!("look up bridge {name:?}"))?
-    {
+    let mut br = match existing {
         Some(l) => l,
         None => {
             let vlan_filtering = conf.vlan != 0 || conf.trunk.is_some();

@@ -77,3 +77,28 @@ fn check_works_on_an_l2_bridge() {
     let (code, msg) = fx.check(&a).err();
     assert_eq!(code, 999, "{msg}");
 }
+
+#[test]
+fn check_matches_routes_of_its_own_interface() {
+    // Two attachments of one network in the same netns both get a default route; removing
+    // eth0's must fail eth0's CHECK even though eth1 still has one.
+    let fx = Fx::new();
+    let conf = fx.conf(
+        "1.0.0",
+        json!({"isDefaultGateway": true}),
+        json!({"ranges": ranges(&["10.5.0.0/24"])}),
+    );
+    let a = fx.attach(&conf);
+    let r = fx.call("ADD", a.ctr.path_str(), "second", "eth1", &conf, "");
+    assert!(r.ok(), "second ADD: {} {}", r.stdout, r.stderr);
+    let second = cni_tests::with_prev_result(&conf, &r.json());
+    fx.check(&a).expect_ok();
+    // The kernel appended eth1's default route next to eth0's; delete only eth0's.
+    a.ctr.ip(&["-4", "route", "del", "default", "dev", "eth0"]);
+    assert_err(&fx.check(&a), 999, "0.0.0.0/0");
+    let r = fx.call("CHECK", a.ctr.path_str(), "second", "eth1", &second, "");
+    assert!(r.ok(), "eth1 CHECK: {} {}", r.stdout, r.stderr);
+    fx.call("DEL", a.ctr.path_str(), "second", "eth1", &second, "")
+        .expect_ok();
+    fx.del(&a).expect_ok();
+}
