@@ -22,58 +22,6 @@ use cni_nft::forward::ensure_bridge_forwarding;
 use cni_nft::masq::MasqSetup;
 use common::*;
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A thread living in its own network namespace, running jobs on request.
-struct NsThread {
-    tx: Option<mpsc::Sender<Job>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NsThread {
-    fn new() -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let (up_tx, up_rx) = mpsc::channel();
-        let handle = std::thread::spawn(move || {
-            unshare_net();
-            run("ip", &["link", "set", "lo", "up"]);
-            up_tx.send(()).unwrap();
-            for job in rx {
-                job();
-            }
-        });
-        up_rx.recv().unwrap();
-        NsThread {
-            tx: Some(tx),
-            handle: Some(handle),
-        }
-    }
-
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.tx
-            .as_ref()
-            .unwrap()
-            .send(Box::new(move || {
-                let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-            }))
-            .unwrap();
-        match rx.recv().unwrap() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    }
-}
-
-impl Drop for NsThread {
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 /// Creates a veth with one end `host_if` in the calling (router) thread's
 /// netns and `eth0` in `c`, addressed `addr`, default route via `gw`.
 fn attach(
@@ -121,18 +69,14 @@ fn udp(from: &NsThread, to: &NsThread, dst: &'static str) -> Option<SocketAddr> 
     let (ready_tx, ready_rx) = mpsc::channel();
     let (seen_tx, seen_rx) = mpsc::channel();
     let port: u16 = dst.rsplit(':').next().unwrap().parse().unwrap();
-    to.tx
-        .as_ref()
-        .unwrap()
-        .send(Box::new(move || {
-            let s = UdpSocket::bind(("0.0.0.0", port)).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(1000)))
-                .unwrap();
-            ready_tx.send(()).unwrap();
-            let mut buf = [0u8; 16];
-            let _ = seen_tx.send(s.recv_from(&mut buf).ok().map(|(_, a)| a));
-        }))
-        .unwrap();
+    to.spawn(move || {
+        let s = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1000)))
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 16];
+        let _ = seen_tx.send(s.recv_from(&mut buf).ok().map(|(_, a)| a));
+    });
     ready_rx.recv().unwrap();
     from.run(move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::Command;
+use std::sync::mpsc;
 
 /// Runs `f` on a new thread that first unshares its network namespace.
 /// The namespace disappears when the thread (and any child it spawned)
@@ -83,4 +84,69 @@ pub fn rule_count() -> usize {
     String::from_utf8_lossy(&out.stdout)
         .matches("\"rule\":")
         .count()
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread living in its own network namespace, running jobs on request.
+pub struct NsThread {
+    tx: Option<mpsc::Sender<Job>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NsThread {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (up_tx, up_rx) = mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            unshare_net();
+            run("ip", &["link", "set", "lo", "up"]);
+            up_tx.send(()).unwrap();
+            for job in rx {
+                job();
+            }
+        });
+        up_rx.recv().unwrap();
+        NsThread {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Box::new(move || {
+                let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+            }))
+            .unwrap();
+        match rx.recv().unwrap() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+
+    /// Queues `f` on the thread without waiting for it (e.g. a receiver that must be ready
+    /// before the sender runs).
+    pub fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        self.tx.as_ref().unwrap().send(Box::new(f)).unwrap();
+    }
+
+    /// Runs a command inside the thread's netns, panicking on failure.
+    pub fn sh(&self, args: &'static [&'static str]) {
+        self.run(move || {
+            run(args[0], &args[1..]);
+        });
+    }
+}
+
+impl Drop for NsThread {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
