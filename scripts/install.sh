@@ -13,3 +13,10 @@ for b in bridge host-local; do
     mv -f "$BIN_DIR/$b.new" "$BIN_DIR/$b"   # atomic: a runtime never execs a half-written file
     echo "installed $BIN_DIR/$b"
 done
+# The Docker driver daemon (see README "Docker: cnm-shim").
+SHIM_DIR="${SHIM_DIR:-/usr/local/bin}"
+if [ -x "$out/cnm-shim" ]; then
+    install -m 0755 "$out/cnm-shim" "$SHIM_DIR/cnm-shim.new"
+    mv -f "$SHIM_DIR/cnm-shim.new" "$SHIM_DIR/cnm-shim"
+    echo "installed $SHIM_DIR/cnm-shim"
+fi
