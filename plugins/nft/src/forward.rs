@@ -112,7 +112,12 @@ pub fn ensure_bridge_forwarding_with(
 pub fn remove_bridge_forwarding(bridge: &str) -> Result<()> {
     let sock = &mut NftSocket::new()?;
     ensure_isolation(sock, bridge, false)?;
-    let comment = docker_comment(bridge);
+    delete_docker_user_rules(sock, &docker_comment(bridge))
+}
+
+/// Deletes the rules carrying `comment` from `filter DOCKER-USER` in `ip` and `ip6` (a missing
+/// table or chain is fine; rules deleted meanwhile are retried).
+pub(crate) fn delete_docker_user_rules(sock: &mut NftSocket, comment: &str) -> Result<()> {
     for fam in [Family::Ip, Family::Ip6] {
         for _ in 0..MAX_ATTEMPTS {
             let Some(rules) = query::list_rules(sock, fam, "filter", DOCKER_USER)? else {
@@ -121,7 +126,7 @@ pub fn remove_bridge_forwarding(bridge: &str) -> Result<()> {
             let mut b = Batch::new();
             for r in rules
                 .iter()
-                .filter(|r| r.comment.as_deref() == Some(comment.as_str()))
+                .filter(|r| r.comment.as_deref() == Some(comment))
             {
                 b.del_rule(fam, "filter", DOCKER_USER, r.handle);
             }

@@ -569,28 +569,7 @@ pub fn ensure_dnat_accept(bridge: &str) -> Result<()> {
 
 /// Removes what [`ensure_dnat_accept`] added for `bridge` (missing is fine).
 pub fn remove_dnat_accept(bridge: &str) -> Result<()> {
-    let sock = &mut NftSocket::new()?;
-    let comment = dnat_comment(bridge);
-    for fam in [Family::Ip, Family::Ip6] {
-        for _ in 0..MAX_ATTEMPTS {
-            let Some(rules) = query::list_rules(sock, fam, "filter", DOCKER_USER)? else {
-                break;
-            };
-            let mut b = Batch::new();
-            for r in rules
-                .iter()
-                .filter(|r| r.comment.as_deref() == Some(comment.as_str()))
-            {
-                b.del_rule(fam, "filter", DOCKER_USER, r.handle);
-            }
-            match b.commit(sock) {
-                Ok(()) => break,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
+    crate::forward::delete_docker_user_rules(&mut NftSocket::new()?, &dnat_comment(bridge))
 }
 
 #[cfg(test)]
