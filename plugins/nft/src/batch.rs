@@ -350,3 +350,46 @@ impl Batch {
         }
     }
 }
+
+/// Deletes `(set, element)` pairs of `table` in one transaction. Elements that vanished
+/// meanwhile (ENOENT: a concurrent DEL or GC) are dropped from the batch and it is retried, up
+/// to `attempts` times; `what` names the operation in the final error.
+pub(crate) fn delete_elements_tolerant<S: AsRef<str>>(
+    sock: &mut NftSocket,
+    family: Family,
+    table: &str,
+    mut victims: Vec<(S, &Element)>,
+    attempts: usize,
+    what: &str,
+) -> Result<()> {
+    for _ in 0..attempts {
+        if victims.is_empty() {
+            return Ok(());
+        }
+        let mut b = Batch::new();
+        for (set, e) in &victims {
+            b.del_element(family, table, set.as_ref(), e);
+        }
+        let err = match b.commit(sock) {
+            Ok(()) => return Ok(()),
+            Err(e @ Error::Kernel(_)) => e,
+            Err(e) => return Err(e),
+        };
+        let mut gone = std::collections::HashSet::new();
+        for f in err.failures() {
+            if f.errno == libc::ENOENT && f.index < victims.len() {
+                gone.insert(f.index);
+            } else {
+                return Err(err);
+            }
+        }
+        let mut i = 0;
+        victims.retain(|_| {
+            i += 1;
+            !gone.contains(&(i - 1))
+        });
+    }
+    Err(Error::Protocol(format!(
+        "{what}: elements kept changing; gave up"
+    )))
+}

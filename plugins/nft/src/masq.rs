@@ -605,38 +605,19 @@ impl MasqSetup {
 
     /// One transaction deleting `victims`; elements that vanished in the
     /// meantime (ENOENT) are dropped from the batch and it is retried.
-    fn delete_elements(&mut self, mut victims: Vec<Located>) -> Result<()> {
-        for _ in 0..MAX_ATTEMPTS {
-            if victims.is_empty() {
-                return Ok(());
-            }
-            let mut b = Batch::new();
-            for l in &victims {
-                b.del_element(FAMILY, TABLE, &l.set, &l.element);
-            }
-            let err = match b.commit(&mut self.sock) {
-                Ok(()) => return Ok(()),
-                Err(e @ Error::Kernel(_)) => e,
-                Err(e) => return Err(e),
-            };
-            let mut gone = HashSet::new();
-            for f in err.failures() {
-                if f.errno == libc::ENOENT && f.index < victims.len() {
-                    gone.insert(f.index);
-                } else {
-                    return Err(err);
-                }
-            }
-            victims = victims
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| !gone.contains(i))
-                .map(|(_, e)| e)
-                .collect();
-        }
-        Err(Error::Protocol(
-            "ipMasq delete: elements kept changing; gave up".into(),
-        ))
+    fn delete_elements(&mut self, victims: Vec<Located>) -> Result<()> {
+        let pairs = victims
+            .iter()
+            .map(|l| (l.set.as_str(), &l.element))
+            .collect();
+        crate::batch::delete_elements_tolerant(
+            &mut self.sock,
+            FAMILY,
+            TABLE,
+            pairs,
+            MAX_ATTEMPTS,
+            "ipMasq delete",
+        )
     }
 }
 

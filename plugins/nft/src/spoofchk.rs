@@ -539,39 +539,17 @@ impl SpoofChk {
         Ok(())
     }
 
-    /// One transaction deleting `victims`; elements that vanished in the
-    /// meantime (ENOENT) are dropped from the batch and it is retried.
-    fn delete_batch(&mut self, mut victims: Vec<Located>) -> Result<()> {
-        for _ in 0..MAX_ATTEMPTS {
-            if victims.is_empty() {
-                return Ok(());
-            }
-            let mut b = Batch::new();
-            for l in &victims {
-                b.del_element(FAMILY, TABLE, l.set, &l.element);
-            }
-            let err = match b.commit(&mut self.sock) {
-                Ok(()) => return Ok(()),
-                Err(e @ Error::Kernel(_)) => e,
-                Err(e) => return Err(e),
-            };
-            let mut gone = HashSet::new();
-            for f in err.failures() {
-                if f.errno == libc::ENOENT && f.index < victims.len() {
-                    gone.insert(f.index);
-                } else {
-                    return Err(err);
-                }
-            }
-            let mut i = 0;
-            victims.retain(|_| {
-                i += 1;
-                !gone.contains(&(i - 1))
-            });
-        }
-        Err(Error::Protocol(
-            "macspoofchk delete: elements kept changing; gave up".into(),
-        ))
+    /// One transaction deleting `victims` (vanished ones are skipped).
+    fn delete_batch(&mut self, victims: Vec<Located>) -> Result<()> {
+        let pairs = victims.iter().map(|l| (l.set, &l.element)).collect();
+        crate::batch::delete_elements_tolerant(
+            &mut self.sock,
+            FAMILY,
+            TABLE,
+            pairs,
+            MAX_ATTEMPTS,
+            "macspoofchk delete",
+        )
     }
 }
 
