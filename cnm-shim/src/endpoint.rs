@@ -15,6 +15,7 @@
 //!   allocated until then.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
@@ -196,8 +197,8 @@ pub fn create(shim: &Shim, req: CreateEndpoint) -> Result<Value> {
     }
 }
 
-/// bridge ADD in a temporary netns, then the container end moved out as `ep.link`.
-/// Returns the CNI result and the container end's MAC.
+/// bridge ADD into a temporary netns. Returns the CNI result, the container end's MAC and
+/// the netns (the container end is still in it: see [`move_in_background`]).
 fn build(shim: &Shim, ep: &Endpoint, ips: &[IpAddr]) -> Result<(Value, String, netns::TempNetns)> {
     // The addresses docker holds under RequestAddress handles are given up here and taken
     // again by the bridge's host-local call, under the pool lock.
@@ -317,13 +318,33 @@ fn bridge_del(shim: &Shim, ep: &Endpoint) -> Result<()> {
         .map(|_| ())
 }
 
-pub fn delete(shim: &Shim, req: EndpointRef) -> Result<Value> {
+/// DeleteEndpoint: records the deletion and answers; the plumbing (bridge DEL, a few ms) is
+/// removed right after on another thread, which takes the network lock, so any later call on
+/// the network sees it done. ReleaseAddress of the endpoint's addresses, arriving meanwhile,
+/// leaves their release to that thread. A crash before it is done is finished at startup
+/// (`Deleting`).
+pub fn delete(shim: &Arc<Shim>, req: EndpointRef) -> Result<Value> {
     let _g = shim.net_locks.lock(&req.network_id);
     let Some(ep) = shim.read(|s| s.endpoints.get(&req.endpoint_id).cloned()) else {
         return Ok(json!({}));
     };
-    remove(shim, &ep)?;
-    crate::info!("endpoint {} deleted", ep.id);
+    if ep.phase != Phase::Ready {
+        return Ok(json!({}));
+    }
+    shim.update(|s| {
+        if let Some(e) = s.endpoints.get_mut(&ep.id) {
+            e.phase = Phase::Deleting;
+        }
+        Ok(())
+    })?;
+    let shim = shim.clone();
+    std::thread::spawn(move || {
+        let _g = shim.net_locks.lock(&ep.network);
+        match remove(&shim, &ep) {
+            Ok(()) => crate::info!("endpoint {} deleted", ep.id),
+            Err(e) => crate::warn!("{e}"),
+        }
+    });
     Ok(json!({}))
 }
 
@@ -335,9 +356,9 @@ pub fn remove(shim: &Shim, ep: &Endpoint) -> Result<()> {
         undo_create(shim, ep);
         return Ok(());
     }
-    // No `Deleting` record: every step is idempotent, and an interrupted removal is finished
-    // by the next DeleteEndpoint, by ReleaseAddress (docker releases the addresses of an
-    // endpoint it deleted) or by DeleteNetwork.
+    // Every step is idempotent: an interrupted removal is finished at startup (`Deleting`), by
+    // ReleaseAddress (docker releases the addresses of an endpoint it deleted) or by
+    // DeleteNetwork.
     let mut errors = Vec::new();
     if let Err(e) = ports::unpublish(shim, ep) {
         errors.push(e.0);
@@ -362,8 +383,13 @@ pub fn remove(shim: &Shim, ep: &Endpoint) -> Result<()> {
     crash_point("delete-endpoint:deleted");
     let finished = shim.update(|s| {
         s.endpoints.remove(&ep.id);
+        // With docker's own IPAM driver, docker releases the addresses there, never here.
+        let ours = s.networks.get(&ep.network).is_none_or(|n| n.ipam);
         let done = s.reservations.get_mut(&ep.id).and_then(|r| {
             r.endpoint = None;
+            if !ours {
+                r.ips.iter_mut().for_each(|i| i.released = true);
+            }
             r.finished().then(|| r.handle.clone())
         });
         if let Some(h) = &done {

@@ -334,6 +334,12 @@ pub fn release_address(shim: &Shim, req: ReleaseAddress) -> Result<Value> {
                 .endpoint
                 .clone()
                 .filter(|_| r.ips.iter().all(|i| i.released));
+            // (Unless it is being deleted right now: that removal releases the addresses.)
+            let orphan = orphan.filter(|e| {
+                s.endpoints
+                    .get(e)
+                    .is_some_and(|ep| ep.phase == crate::state::Phase::Ready)
+            });
             let done = r.finished().then_some(handle);
             if let Some(h) = &done {
                 s.reservations.remove(h);

@@ -3,6 +3,7 @@
 //! errors are 500 `{"Err": msg}`, which both driver kinds show as
 //! `<Method>: <msg>` in the docker CLI, and unknown methods are 404.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -28,7 +29,7 @@ const NEEDS_BODY: [&str; 11] = [
     "IpamDriver.ReleaseAddress",
 ];
 
-fn dispatch(shim: &Shim, method: &str, body: &[u8]) -> Option<Result<Value>> {
+fn dispatch(shim: &Arc<Shim>, method: &str, body: &[u8]) -> Option<Result<Value>> {
     // dockerd retries a call whose connection broke (the shim was restarted while handling
     // it) with the request body already consumed, i.e. empty. Acting on it would mean acting
     // on defaults (RequestPool would pick a default pool): fail it instead; docker then rolls
@@ -84,7 +85,7 @@ fn dispatch(shim: &Shim, method: &str, body: &[u8]) -> Option<Result<Value>> {
     })
 }
 
-pub fn handle(shim: &Shim, req: &Request) -> Response {
+pub fn handle(shim: &Arc<Shim>, req: &Request) -> Response {
     let method = req.path.trim_start_matches('/');
     if req.method != "POST" {
         return Response::json(

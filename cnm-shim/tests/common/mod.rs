@@ -20,7 +20,16 @@ pub const IMAGE: &str = "cnmtest/busybox:latest";
 /// 2-core machine, and the docker CLI has no retry on slow daemons.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// None (and a message) when the machine cannot run the end-to-end tests.
+/// Whether `program` is on PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// False (and a message) when the machine cannot run the end-to-end tests.
 pub fn can_run() -> bool {
     // SAFETY: geteuid(2) takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -35,12 +44,7 @@ pub fn can_run() -> bool {
         "busybox",
         "curl",
     ] {
-        if !Command::new("sh")
-            .args(["-c", &format!("command -v {b}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-        {
+        if !have(b) {
             eprintln!("skipping: {b} is not installed (scripts/test.sh installs docker.io)");
             return false;
         }
@@ -136,6 +140,13 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 impl World {
     pub fn new(tag: &str) -> World {
+        let mut w = World::without_shim(tag);
+        w.start_shim();
+        w
+    }
+
+    /// containerd + dockerd + image, no shim yet.
+    pub fn without_shim(tag: &str) -> World {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let name = unique(&format!("cnm{tag}"));
         let ns = Netns::new(&format!("cnm{tag}"));
@@ -152,7 +163,6 @@ impl World {
         w.start_containerd();
         w.start_dockerd();
         w.load_image();
-        w.start_shim();
         w
     }
 
@@ -237,16 +247,33 @@ impl World {
         self.start_shim_env(&[]);
     }
 
-    /// Starts the shim with extra environment (e.g. `CNM_SHIM_CRASH_AT`).
-    pub fn start_shim_env(&mut self, env: &[(&str, &str)]) {
-        let _ = bin("bridge");
-        let _ = bin("host-local");
-        let mut c = self.in_ns(&bin("cnm-shim"));
+    /// Starts the shim the way systemd's socket activation does: `systemd-socket-activate`
+    /// owns the socket and execs the shim with it as fd 3 on the first connection.
+    pub fn start_shim_activated(&mut self) {
+        let mut c = self.in_ns(Path::new("/usr/bin/systemd-socket-activate"));
+        c.arg("-l").arg(self.socket()).arg(bin("cnm-shim"));
+        self.shim_args(&mut c);
+        self.shim = Some(Proc::spawn(c, &self.path("shim.log")));
+        let sock = self.socket();
+        wait_for("activation socket", Duration::from_secs(30), || {
+            sock.exists()
+        });
+    }
+
+    fn shim_args(&self, c: &mut Command) {
         c.args(["--name", &self.name, "--state-dir"])
             .arg(self.path("shim"))
             .arg("--cni-path")
             .arg(bin_dir())
             .args(["--exec-timeout", "30", "--debug"]);
+    }
+
+    /// Starts the shim with extra environment (e.g. `CNM_SHIM_CRASH_AT`).
+    pub fn start_shim_env(&mut self, env: &[(&str, &str)]) {
+        let _ = bin("bridge");
+        let _ = bin("host-local");
+        let mut c = self.in_ns(&bin("cnm-shim"));
+        self.shim_args(&mut c);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -473,5 +500,36 @@ impl World {
                 let _ = self.docker(&["network", "rm", id]);
             }
         }
+    }
+}
+
+impl World {
+    /// Starts dockerd like `start_dockerd`, with extra daemon flags (e.g. `--live-restore`).
+    pub fn start_dockerd_with(&mut self, extra: &[&str]) {
+        let mut c = self.in_ns(Path::new("/usr/sbin/dockerd"));
+        c.arg("--data-root")
+            .arg(self.path("data"))
+            .arg("--exec-root")
+            .arg(self.path("exec"))
+            .arg("--pidfile")
+            .arg(self.path("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.path("docker.sock").display()))
+            .arg("--containerd")
+            .arg(self.path("containerd.sock"))
+            .args(extra);
+        self.dockerd = Some(Proc::spawn(c, &self.path("dockerd.log")));
+        wait_for("dockerd", Duration::from_secs(60), || {
+            self.docker(&["version", "--format", "{{.Server.Version}}"])
+                .status
+                .success()
+        });
+    }
+
+    /// Whether the shim process started by the harness is still alive.
+    pub fn shim_alive(&mut self) -> bool {
+        self.shim
+            .as_mut()
+            .is_some_and(|s| matches!(s.child.try_wait(), Ok(None)))
     }
 }
