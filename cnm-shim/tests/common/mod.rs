@@ -525,11 +525,4 @@ impl World {
                 .success()
         });
     }
-
-    /// Whether the shim process started by the harness is still alive.
-    pub fn shim_alive(&mut self) -> bool {
-        self.shim
-            .as_mut()
-            .is_some_and(|s| matches!(s.child.try_wait(), Ok(None)))
-    }
 }
