@@ -2,9 +2,13 @@
 //! Each test runs its own dockerd + shim inside a private network namespace (see `common`).
 //! Set CNM_KEEP_LOGS=1 to keep the daemon logs of a failed run under /tmp/<name>-logs.
 
+mod checks;
 mod common;
 
 use common::{World, IMAGE};
+
+/// Address prefixes of every network these tests create: none may be left in nftables.
+const TEST_ADDRS: &[&str] = &["10.213.", "fd00:213"];
 use serde_json::Value;
 
 /// What docker says about container `c` on network `net`: (ip/len, gateway, mac).
@@ -108,41 +112,6 @@ fn eventually(f: impl Fn() -> bool) {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-}
-
-fn check_all_clean(w: &World) {
-    eventually(|| w.links().iter().all(|l| l == "lo" || l == "docker0") && w.store().is_empty());
-    let links = w.links();
-    assert!(
-        links.iter().all(|l| l == "lo" || l == "docker0"),
-        "links left behind: {links:?}"
-    );
-    assert!(w.store().is_empty(), "reservations left: {:?}", w.store());
-    let st = w.state();
-    for k in ["networks", "endpoints", "pools", "reservations"] {
-        assert!(
-            st[k].as_object().is_none_or(|o| o.is_empty()),
-            "state still has {k}: {}",
-            st[k]
-        );
-    }
-    let rules = w.ruleset();
-    assert!(
-        !rules.contains("cnm-"),
-        "nftables still mention a cnm bridge:\n{rules}"
-    );
-    assert!(
-        !rules.contains("10.213."),
-        "nftables still mention a test address:\n{rules}"
-    );
-    assert!(
-        !rules.contains("fd00:213"),
-        "nftables still mention a test address:\n{rules}"
-    );
-    assert!(
-        !rules.contains(&format!("cnm_{}", w.name)),
-        "the shim's nftables table is still there:\n{rules}"
-    );
 }
 
 fn create_net(w: &World, name: &str, extra: &[&str]) {
@@ -250,7 +219,7 @@ fn lifecycle_connectivity_and_cleanup() {
     w.docker_ok(&["rm", "-f", "c1", "c2", "c3"]);
     assert_store(&w, vec![]);
     w.docker_ok(&["network", "rm", "n1", "n2"]);
-    check_all_clean(&w);
+    checks::check_all_clean(&w, TEST_ADDRS);
 
     // The driver with docker's own IPAM: host-local still records the endpoint (the bridge's
     // IPAM call), and releases it with the endpoint, since docker's releases go elsewhere.
@@ -270,7 +239,7 @@ fn lifecycle_connectivity_and_cleanup() {
     w.docker_ok(&["rm", "-f", "d1"]);
     assert_store(&w, vec![]);
     w.docker_ok(&["network", "rm", "nd"]);
-    check_all_clean(&w);
+    checks::check_all_clean(&w, TEST_ADDRS);
 }
 
 /// A network namespace "outside" the docker host, linked to it by a veth:
@@ -487,7 +456,7 @@ fn publish_ipv6_options_internal() {
     w.docker_ok(&["rm", "-f", "c2", "i1", "i2"]);
     w.docker_ok(&["network", "rm", "n6", "ni"]);
     drop(out);
-    check_all_clean(&w);
+    checks::check_all_clean(&w, TEST_ADDRS);
 }
 
 /// IP of `c` on `net` per docker inspect, checked against the interface (no gateway check).
@@ -673,7 +642,7 @@ fn restarts_and_crashes() {
 
     w.docker_ok(&["rm", "-f", "c1", "c2", "c3"]);
     w.docker_ok(&["network", "rm", "n1"]);
-    check_all_clean(&w);
+    checks::check_all_clean(&w, TEST_ADDRS);
 }
 
 fn wait_running(w: &World, c: &str) {
@@ -740,7 +709,7 @@ fn twenty_parallel_runs() {
     }
     assert_store(&w, vec![]);
     w.docker_ok(&["network", "rm", "np"]);
-    check_all_clean(&w);
+    checks::check_all_clean(&w, TEST_ADDRS);
 }
 
 /// The shim inherits its socket from a socket-activation manager (what cnm-shim.socket does):
@@ -769,5 +738,5 @@ fn socket_activation() {
     assert!(w.ping("ca", "10.213.7.1"));
     w.docker_ok(&["rm", "-f", "ca"]);
     w.docker_ok(&["network", "rm", "na"]);
-    check_all_clean(&w);
+    checks::check_all_clean(&w, TEST_ADDRS);
 }

@@ -187,7 +187,7 @@ fn shim_killed_between_and_during_operations() {
     // A last restart, then everything removed: nothing is left.
     bounce_shim(&mut w, 0);
     remove_all(&w, &["kn"]);
-    check_all_clean(&w, "10.213.21");
+    check_all_clean(&w, &["10.213.21"]);
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn dockerd_restarts_with_running_containers() {
     check_consistent(&w, "after dockerd kill -9, started again");
 
     remove_all(&w, &["dn"]);
-    check_all_clean(&w, "10.213.213.");
+    check_all_clean(&w, &["10.213.213."]);
 }
 
 /// Several kills while parallel runs, then parallel removals, are in flight.
@@ -358,5 +358,5 @@ fn shim_killed_repeatedly_under_parallel_load() {
     }
 
     remove_all(&w, &["sn", "sn2"]);
-    check_all_clean(&w, "10.213.21");
+    check_all_clean(&w, &["10.213.21"]);
 }

@@ -40,5 +40,5 @@ fn shim_down_longer_than_docker_retries() {
     assert_ne!(ip2, ip3);
     assert!(w.ping("o3", &ip2) && w.ping("o2", &ip3));
     remove_all(&w, &["on"]);
-    check_all_clean(&w, "10.213.219.");
+    check_all_clean(&w, &["10.213.219."]);
 }

@@ -178,8 +178,9 @@ pub fn check_consistent(w: &World, what: &str) {
 }
 
 /// Nothing of the shim's is left: links, host-local reservations, state entries, nftables
-/// (masquerade elements in `table inet cni_rs`, the shim's own port table, bridge names).
-pub fn check_all_clean(w: &World, subnet_prefix: &str) {
+/// (masquerade elements in `table inet cni_rs`, the shim's own port table, bridge names, and
+/// any of `test_addrs`).
+pub fn check_all_clean(w: &World, test_addrs: &[&str]) {
     let clean_links = || w.links().iter().all(|l| l == "lo" || l == "docker0");
     eventually(5, || clean_links() && w.store().is_empty());
     let links = w.links();
@@ -194,11 +195,9 @@ pub fn check_all_clean(w: &World, subnet_prefix: &str) {
         );
     }
     let rules = w.ruleset();
-    for bad in [
-        "cnm-".to_string(),
-        subnet_prefix.to_string(),
-        format!("cnm_{}", w.name),
-    ] {
+    let mut forbidden = vec!["cnm-".to_string(), format!("cnm_{}", w.name)];
+    forbidden.extend(test_addrs.iter().map(|a| a.to_string()));
+    for bad in forbidden {
         assert!(
             !rules.contains(&bad),
             "nftables still mention {bad:?}:\n{rules}"
