@@ -83,6 +83,13 @@ pub fn ensure_gateway_addrs(
     gws: &[IpNetwork],
     force: bool,
 ) -> Result<(), CniError> {
+    if gws.is_empty() {
+        return Ok(());
+    }
+    // One dump for both families (a dual-stack ADD would otherwise make two).
+    let all = nl
+        .addresses(Some(link.index), None)
+        .ctx(|| format!("list addresses of {:?}", link.name))?;
     for fam in [Family::V4, Family::V6] {
         let wanted: Vec<&IpNetwork> = gws
             .iter()
@@ -91,9 +98,7 @@ pub fn ensure_gateway_addrs(
         if wanted.is_empty() {
             continue;
         }
-        let existing = nl
-            .addresses(Some(link.index), Some(fam))
-            .ctx(|| format!("list addresses of {:?}", link.name))?;
+        let existing: Vec<_> = all.iter().filter(|a| Family::of(&a.ip) == fam).collect();
         for gw in &wanted {
             if existing
                 .iter()
