@@ -14,9 +14,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use cni_nft::forward::ensure_bridge_forwarding;
 use cni_nft::masq::MasqSetup;
@@ -65,29 +63,6 @@ fn attach(
 
 /// Sends UDP from `from` to `dst` (bound in `to`); returns the source
 /// address the receiver saw, or None if nothing arrived within 1s.
-fn udp(from: &NsThread, to: &NsThread, dst: &'static str) -> Option<SocketAddr> {
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (seen_tx, seen_rx) = mpsc::channel();
-    let port: u16 = dst.rsplit(':').next().unwrap().parse().unwrap();
-    to.spawn(move || {
-        let s = UdpSocket::bind(("0.0.0.0", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(1000)))
-            .unwrap();
-        ready_tx.send(()).unwrap();
-        let mut buf = [0u8; 16];
-        let _ = seen_tx.send(s.recv_from(&mut buf).ok().map(|(_, a)| a));
-    });
-    ready_rx.recv().unwrap();
-    from.run(move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        for _ in 0..3 {
-            let _ = s.send_to(b"hi", dst);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
-    seen_rx.recv().unwrap()
-}
-
 fn src(a: Option<SocketAddr>) -> Option<String> {
     a.map(|a| a.ip().to_string())
 }
