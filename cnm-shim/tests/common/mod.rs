@@ -198,6 +198,11 @@ impl World {
     }
 
     pub fn start_dockerd(&mut self) {
+        self.start_dockerd_with(&[]);
+    }
+
+    /// Starts dockerd with extra daemon flags (e.g. `--live-restore`).
+    pub fn start_dockerd_with(&mut self, extra: &[&str]) {
         let mut c = self.in_ns(Path::new("/usr/sbin/dockerd"));
         c.arg("--data-root")
             .arg(self.path("data"))
@@ -208,7 +213,8 @@ impl World {
             .arg("-H")
             .arg(format!("unix://{}", self.path("docker.sock").display()))
             .arg("--containerd")
-            .arg(self.path("containerd.sock"));
+            .arg(self.path("containerd.sock"))
+            .args(extra);
         self.dockerd = Some(Proc::spawn(c, &self.path("dockerd.log")));
         wait_for("dockerd", Duration::from_secs(60), || {
             self.docker(&["version", "--format", "{{.Server.Version}}"])
@@ -500,29 +506,5 @@ impl World {
                 let _ = self.docker(&["network", "rm", id]);
             }
         }
-    }
-}
-
-impl World {
-    /// Starts dockerd like `start_dockerd`, with extra daemon flags (e.g. `--live-restore`).
-    pub fn start_dockerd_with(&mut self, extra: &[&str]) {
-        let mut c = self.in_ns(Path::new("/usr/sbin/dockerd"));
-        c.arg("--data-root")
-            .arg(self.path("data"))
-            .arg("--exec-root")
-            .arg(self.path("exec"))
-            .arg("--pidfile")
-            .arg(self.path("docker.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", self.path("docker.sock").display()))
-            .arg("--containerd")
-            .arg(self.path("containerd.sock"))
-            .args(extra);
-        self.dockerd = Some(Proc::spawn(c, &self.path("dockerd.log")));
-        wait_for("dockerd", Duration::from_secs(60), || {
-            self.docker(&["version", "--format", "{{.Server.Version}}"])
-                .status
-                .success()
-        });
     }
 }
