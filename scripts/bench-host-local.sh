@@ -10,6 +10,5 @@ if [ ! -x /usr/lib/cni/host-local ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containernetworking-plugins >/dev/null
 fi
-(cd "$REPO_ROOT" && cargo build --release -q -p host-local -p cni-tests --bin host-local --bin cni-bench-ipam) >&2
-bin_dir="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/x86_64-unknown-linux-gnu/release"
+bin_dir="$(build_release)"
 exec "$bin_dir/cni-bench-ipam" --ours "$bin_dir/host-local" --ref /usr/lib/cni/host-local "$@"

@@ -28,8 +28,24 @@ install_system_packages() {
     fi
 }
 
-# Builds every binary in release mode and prints the directory holding them.
+# The triple of the machine we build on (x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu...).
+host_triple() {
+    rustc -vV | sed -n 's/^host: //p'
+}
+
+# Where build_release puts the binaries.
+release_dir() {
+    echo "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$(host_triple)/release"
+}
+
+# Builds every binary in release mode, statically linked, and prints the directory holding
+# them. The plugins are exec'd once per CNI call: a static binary skips the dynamic loader
+# (~0.3 ms of a ~1 ms start-up) and needs no C library at run time. Naming the host triple
+# explicitly keeps +crt-static off build scripts and proc-macros, which must stay dynamic.
 build_release() {
-    (cd "$REPO_ROOT" && cargo build --release --workspace --bins -q) >&2
-    echo "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/x86_64-unknown-linux-gnu/release"
+    local triple
+    triple="$(host_triple)"
+    (cd "$REPO_ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+        cargo build --release --workspace --bins -q --target "$triple") >&2
+    release_dir
 }
