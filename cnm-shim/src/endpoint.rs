@@ -482,20 +482,17 @@ pub fn oper_info(shim: &Shim, req: EndpointRef) -> Value {
 /// Drops masquerade elements tagged with our network name whose endpoint we no longer have
 /// (optionally: also those of network `except`), then empty per-subnet chains.
 pub fn masq_gc(shim: &Shim, except: Option<&str>) -> Result<()> {
-    let valid: Vec<(String, String)> = shim.read(|s| {
+    let valid: std::collections::HashSet<String> = shim.read(|s| {
         s.endpoints
             .values()
             .filter(|e| Some(e.network.as_str()) != except)
-            .map(|e| (e.id.clone(), IFNAME.to_string()))
+            .map(|e| e.id.clone())
             .collect()
     });
-    let v: Vec<(&str, &str)> = valid
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
+    let keep = |id: &str, ifname: &str| ifname == IFNAME && valid.contains(id);
     cni_nft::masq::MasqSetup::new()
         .and_then(|mut m| {
-            m.gc(&shim.cfg.store_name(), &v)?;
+            m.gc(&shim.cfg.store_name(), &keep)?;
             m.prune_subnets()
         })
         .map_err(|e| err!("masquerade cleanup: {e}"))

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
+use cni_core::gc::ValidAttachments;
 use cni_core::{CniError, CniResult};
 use cni_nft::masq::MasqSetup;
 use cni_nft::spoofchk::SpoofChk;
@@ -117,17 +118,14 @@ fn teardown_masq(
 /// Drops masquerade and spoof check elements of this network whose attachment is not in
 /// `valid`. Runs whatever `ipMasq`/`macspoofchk` say now: they may have been on when the
 /// stale attachments were made.
-pub fn gc(conf: &Conf, valid: &[(String, String)]) -> Result<(), CniError> {
-    let v: Vec<(&str, &str)> = valid
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
+pub fn gc(conf: &Conf, valid: &ValidAttachments) -> Result<(), CniError> {
+    let keep = |id: &str, ifname: &str| valid.keeps(id, ifname);
     let masq = MasqSetup::new()
-        .and_then(|mut m| m.gc(&conf.name, &v))
+        .and_then(|mut m| m.gc(&conf.name, &keep))
         .map(|_| ())
         .map_err(|e| nft_err(e).context("GC of masquerade state"));
     let spoof = SpoofChk::new()
-        .and_then(|mut s| s.gc(&conf.name, &v))
+        .and_then(|mut s| s.gc(&conf.name, &keep))
         .map(|_| ())
         .map_err(|e| nft_err(e).context("GC of macspoofchk state"));
     match (masq, spoof) {

@@ -1,7 +1,6 @@
 //! The verb table: ADD, DEL, CHECK, GC and STATUS for the skel.
 
 use cni_core::{CniError, CniResult, Command, Plugin, Request};
-use serde_json::Value;
 
 use crate::{add, check, config, del, firewall};
 
@@ -24,7 +23,7 @@ impl Plugin for Bridge {
     /// IPAM; errors are collected, not short-circuited (spec: GC continues on errors).
     fn gc(&self, req: &Request) -> Result<(), CniError> {
         let conf = config::load(req)?;
-        let valid = valid_attachments(&req.conf)?;
+        let valid = cni_core::gc::valid_attachments(&req.conf)?;
         let mut errs = Vec::new();
         if let Err(e) = firewall::gc(&conf, &valid) {
             errs.push(e.to_string());
@@ -48,28 +47,4 @@ impl Plugin for Bridge {
         }
         Ok(())
     }
-}
-
-/// `cni.dev/valid-attachments` (or the older `cni.dev/attachments`) as (containerID, ifname).
-pub fn valid_attachments(conf: &Value) -> Result<Vec<(String, String)>, CniError> {
-    let list = cni_core::json::get(conf, "cni.dev/valid-attachments")
-        .or_else(|| cni_core::json::get(conf, "cni.dev/attachments"));
-    let Some(list) = list.filter(|v| !v.is_null()) else {
-        return Ok(Vec::new());
-    };
-    let arr = list
-        .as_array()
-        .ok_or_else(|| CniError::config("cni.dev/valid-attachments must be a list"))?;
-    arr.iter()
-        .map(|a| {
-            let id = cni_core::json::get(a, "containerID").and_then(Value::as_str);
-            let ifname = cni_core::json::get(a, "ifname").and_then(Value::as_str);
-            match (id, ifname) {
-                (Some(i), Some(f)) => Ok((i.to_string(), f.to_string())),
-                _ => Err(CniError::config(
-                    "each cni.dev/valid-attachments entry needs string \"containerID\" and \"ifname\"",
-                )),
-            }
-        })
-        .collect()
 }

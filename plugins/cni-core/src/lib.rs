@@ -9,6 +9,7 @@ pub mod args;
 pub mod delegate;
 pub mod env;
 pub mod error;
+pub mod gc;
 pub mod json;
 pub mod result;
 pub mod skel;

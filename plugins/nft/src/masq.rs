@@ -469,16 +469,17 @@ impl MasqSetup {
     /// Deletes every element of `network` whose (container ID, ifname) is
     /// not in `valid`, then removes subnets left without elements. Returns
     /// the removed entries.
-    pub fn gc(&mut self, network: &str, valid: &[(&str, &str)]) -> Result<Vec<MasqEntry>> {
-        let keep: HashSet<(&str, &str)> = valid.iter().copied().collect();
+    pub fn gc(
+        &mut self,
+        network: &str,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<Vec<MasqEntry>> {
         let subnets = self.subnets()?;
         let mut removed = Vec::new();
         let mut victims = Vec::new();
         for l in self.elements(&subnets)? {
             let Some(entry) = to_entry(&l) else { continue };
-            if entry.network == network
-                && !keep.contains(&(entry.container_id.as_str(), entry.ifname.as_str()))
-            {
+            if entry.network == network && !keep(&entry.container_id, &entry.ifname) {
                 removed.push(entry);
                 victims.push(l);
             }

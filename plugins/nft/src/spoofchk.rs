@@ -46,8 +46,6 @@
 //! whose host veth name was reused, or an earlier ADD of the same owner),
 //! which are replaced in the same transaction as the new ones are added.
 
-use std::collections::HashSet;
-
 use sha2::{Digest, Sha256};
 
 use crate::batch::{Batch, Create};
@@ -397,14 +395,17 @@ impl SpoofChk {
     /// Deletes every element of `network` whose (container ID, ifname) is
     /// not in `valid` (dumps the sets: GC is rare). Returns the removed
     /// attachments (those with an allowed MAC).
-    pub fn gc(&mut self, network: &str, valid: &[(&str, &str)]) -> Result<Vec<SpoofEntry>> {
-        let keep: HashSet<(&str, &str)> = valid.iter().copied().collect();
+    pub fn gc(
+        &mut self,
+        network: &str,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<Vec<SpoofEntry>> {
         let mut victims = Vec::new();
         for l in self.elements()? {
             let Some((net, cid, ifn)) = element_owner(&l.element) else {
                 continue;
             };
-            if net == network && !keep.contains(&(cid, ifn)) {
+            if net == network && !keep(cid, ifn) {
                 victims.push(l);
             }
         }

@@ -156,7 +156,7 @@ fn add_del_gc() {
         let mut s = SpoofChk::new().unwrap();
         // Nothing exists yet: DEL and GC succeed and create nothing.
         s.del("net", "c1", "eth0").unwrap();
-        assert!(s.gc("net", &[]).unwrap().is_empty());
+        assert!(s.gc("net", &|_, _| false).unwrap().is_empty());
         assert!(ruleset().is_empty());
 
         s.add("net", "c1", "eth0", "veth1", MAC1).unwrap();
@@ -186,7 +186,7 @@ fn add_del_gc() {
         s.del("net", "c2", "eth0").unwrap(); // second DEL
 
         // GC keeps the valid attachments of its network, and other networks.
-        let removed = s.gc("net", &[("c1", "eth0")]).unwrap();
+        let removed = s.gc("net", &|c, i| (c, i) == ("c1", "eth0")).unwrap();
         assert_eq!(
             removed,
             vec![SpoofEntry {
@@ -284,7 +284,7 @@ fn index_slot_held_by_another_owner() {
         let e = s.add("net", "c1", "eth0", "veth2", MAC2).unwrap_err();
         assert!(e.to_string().contains("hash collision"), "{e}");
         // GC by owner comment cleans both.
-        s.gc("net", &[]).unwrap();
+        s.gc("net", &|_, _| false).unwrap();
         assert!(elements(PORTS_SET).is_empty());
         assert!(elements(ALLOWED_SET).is_empty());
         assert!(elements(OWNERS_SET).is_empty());
@@ -359,7 +359,7 @@ fn concurrent_adds_and_dels_make_no_duplicates() {
             }
         });
         ts.extend(spawn(|s, _| {
-            s.gc("elsewhere", &[]).unwrap();
+            s.gc("elsewhere", &|_, _| false).unwrap();
         }));
         for t in ts {
             t.join().unwrap();
@@ -548,7 +548,7 @@ fn timings() {
             stats("  add (1 txn, 3 elements)", add);
             stats("  del (3 lookups + 1 txn)", del);
             let t = Instant::now();
-            let removed = s.gc("net", &[]).unwrap();
+            let removed = s.gc("net", &|_, _| false).unwrap();
             assert_eq!(removed.len(), target as usize);
             let gc = t.elapsed();
             // Restore for the next round (gc removed everything of "net").
