@@ -65,6 +65,11 @@ pub trait Plugin {
     fn check(&self, req: &Request) -> Result<(), CniError>;
     fn gc(&self, req: &Request) -> Result<(), CniError>;
     fn status(&self, req: &Request) -> Result<(), CniError>;
+    /// The spec versions the plugin speaks (VERSION, the about text and the version gate).
+    /// Every version by default; the reference `firewall` starts at 0.4.0.
+    fn versions(&self) -> &'static [&'static str] {
+        version::SUPPORTED
+    }
 }
 
 /// What one call printed, and its exit status.
@@ -85,10 +90,14 @@ fn fail(e: &CniError, version: Option<&str>) -> Outcome {
 
 /// The about text printed when CNI_COMMAND is unset.
 pub fn about(plugin_name: &str) -> String {
+    about_with(plugin_name, version::SUPPORTED)
+}
+
+fn about_with(plugin_name: &str, versions: &[&str]) -> String {
     format!(
         "CNI {plugin_name} plugin v{}\nCNI protocol versions supported: {}\n",
         env!("CARGO_PKG_VERSION"),
-        version::SUPPORTED.join(", ")
+        versions.join(", ")
     )
 }
 
@@ -101,7 +110,7 @@ pub fn dispatch<P: Plugin>(
 ) -> Outcome {
     if getenv.get("CNI_COMMAND").is_empty() {
         return Outcome {
-            stderr: about(plugin_name),
+            stderr: about_with(plugin_name, plugin.versions()),
             ..Default::default()
         };
     }
@@ -111,7 +120,7 @@ pub fn dispatch<P: Plugin>(
     };
     if env.command == Some(Command::Version) {
         return Outcome {
-            stdout: version::version_reply(),
+            stdout: version::version_reply_for(plugin.versions()),
             ..Default::default()
         };
     }
@@ -120,7 +129,7 @@ pub fn dispatch<P: Plugin>(
         let e = CniError::new(Code::Io, format!("error reading from stdin: {e}"));
         return fail(&e, None);
     }
-    let req = match build_request(env, bytes) {
+    let req = match build_request(env, bytes, plugin.versions()) {
         Ok(r) => r,
         Err((e, v)) => return fail(&e, v.as_deref()),
     };
@@ -136,7 +145,7 @@ pub fn dispatch<P: Plugin>(
 
 type BuildError = (CniError, Option<String>);
 
-fn build_request(env: Env, stdin: Vec<u8>) -> Result<Request, BuildError> {
+fn build_request(env: Env, stdin: Vec<u8>, versions: &[&str]) -> Result<Request, BuildError> {
     let raw = json::parse(&stdin).map_err(|e| (e, None))?;
     let conf = json::fold_keys(&raw);
     let decode_err = |m: String| (CniError::new(Code::Decoding, m), None);
@@ -177,7 +186,7 @@ fn build_request(env: Env, stdin: Vec<u8>) -> Result<Request, BuildError> {
         Command::Status => version::check_verb_allowed(&cni_version, "STATUS", "1.1.0"),
         _ => Ok(()),
     }
-    .and_then(|_| version::check_supported(&cni_version));
+    .and_then(|_| version::check_supported_in(versions, &cni_version));
     if let Err(e) = gate {
         return Err((e, Some(cni_version)));
     }
@@ -230,7 +239,7 @@ fn call<P: Plugin>(plugin: &P, req: &Request) -> Result<String, CniError> {
         Command::Check => plugin.check(req).map(|_| String::new()),
         Command::Gc => plugin.gc(req).map(|_| String::new()),
         Command::Status => plugin.status(req).map(|_| String::new()),
-        Command::Version => Ok(version::version_reply()),
+        Command::Version => Ok(version::version_reply_for(plugin.versions())),
     }
 }
 

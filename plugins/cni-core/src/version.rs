@@ -57,10 +57,15 @@ pub fn family(v: &str) -> ResultFamily {
 
 /// ADD and DEL need the config version to be exactly one we speak.
 pub fn check_supported(config_version: &str) -> Result<(), CniError> {
-    if SUPPORTED.contains(&config_version) {
+    check_supported_in(SUPPORTED, config_version)
+}
+
+/// [`check_supported`] for a plugin that speaks only `supported` (e.g. `firewall`: 0.4.0 on).
+pub fn check_supported_in(supported: &[&str], config_version: &str) -> Result<(), CniError> {
+    if supported.contains(&config_version) {
         return Ok(());
     }
-    let list: Vec<String> = SUPPORTED.iter().map(|v| format!("{v:?}")).collect();
+    let list: Vec<String> = supported.iter().map(|v| format!("{v:?}")).collect();
     Err(
         CniError::new(Code::IncompatibleVersion, "incompatible CNI versions").with_details(
             format!(
@@ -93,7 +98,12 @@ pub fn check_verb_allowed(config_version: &str, verb: &str, min: &str) -> Result
 
 /// The VERSION reply, with Go's trailing newline.
 pub fn version_reply() -> String {
-    let list: Vec<String> = SUPPORTED.iter().map(|v| format!("{v:?}")).collect();
+    version_reply_for(SUPPORTED)
+}
+
+/// The VERSION reply of a plugin that speaks only `supported`.
+pub fn version_reply_for(supported: &[&str]) -> String {
+    let list: Vec<String> = supported.iter().map(|v| format!("{v:?}")).collect();
     format!(
         "{{\"cniVersion\":\"{CURRENT}\",\"supportedVersions\":[{}]}}\n",
         list.join(",")

@@ -454,6 +454,41 @@ pub fn match_addr_prefix(daddr: bool, net: IpAddr, prefix: u8) -> Vec<Expr> {
     v
 }
 
+/// `ct` keys used here (NFT_CT_*).
+pub const NFT_CT_STATE: u32 = 0;
+pub const NFT_CT_STATUS: u32 = 2;
+/// `ct state` bits: established, related (NF_CT_STATE_BIT of IP_CT_ESTABLISHED/RELATED).
+pub const CT_STATE_ESTABLISHED_RELATED: u32 = (1 << 1) | (1 << 2);
+/// `ct status dnat` (IPS_DST_NAT).
+pub const CT_STATUS_DNAT: u32 = 1 << 5;
+
+/// `ct <key> & bits != 0` (`set == true`) or `== 0`: conntrack state/status as nft encodes
+/// it (a host-order u32 in the register).
+pub fn match_ct_bits(key: u32, bits: u32, set: bool) -> [Expr; 3] {
+    const NFTA_CT_DREG: u16 = 1;
+    const NFTA_CT_KEY: u16 = 2;
+    [
+        Expr::Raw {
+            name: "ct".into(),
+            attrs: vec![
+                (NFTA_CT_DREG, NFT_REG_1.to_be_bytes().to_vec()),
+                (NFTA_CT_KEY, key.to_be_bytes().to_vec()),
+            ],
+        },
+        Expr::Bitwise {
+            sreg: NFT_REG_1,
+            dreg: NFT_REG_1,
+            mask: bits.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::Cmp {
+            sreg: NFT_REG_1,
+            op: if set { CmpOp::Neq } else { CmpOp::Eq },
+            data: vec![0; 4],
+        },
+    ]
+}
+
 /// Interface name as nft stores it: NUL-padded to IFNAMSIZ (set keys).
 pub fn ifname_key(name: &str) -> Vec<u8> {
     let mut v = name.as_bytes().to_vec();

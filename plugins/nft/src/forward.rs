@@ -56,6 +56,8 @@ pub const FORWARD_CHAIN: &str = "forward";
 pub const ISOLATED_SET: &str = "fwd_isolated";
 pub const ISOLATED_SELF_SET: &str = "fwd_isolated_self";
 pub const DOCKER_USER: &str = "DOCKER-USER";
+/// iptables' built-in forward chain in `filter` (iptables-nft's name for it).
+pub const FILTER_FORWARD: &str = "FORWARD";
 const MAX_ATTEMPTS: usize = 32;
 
 /// What [`ensure_bridge_forwarding`] found or did.
@@ -95,7 +97,7 @@ pub fn ensure_bridge_forwarding_with(
         ..Default::default()
     };
     for fam in [Family::Ip, Family::Ip6] {
-        match ensure_docker_user(sock, fam, bridge)? {
+        match ensure_accept_rules(sock, fam, DOCKER_USER, bridge)? {
             None => {}
             Some(changed) => {
                 status.docker_user.push(fam);
@@ -112,15 +114,23 @@ pub fn ensure_bridge_forwarding_with(
 pub fn remove_bridge_forwarding(bridge: &str) -> Result<()> {
     let sock = &mut NftSocket::new()?;
     ensure_isolation(sock, bridge, false)?;
-    delete_docker_user_rules(sock, &docker_comment(bridge))
+    let comment = docker_comment(bridge);
+    delete_docker_user_rules(sock, &comment)?;
+    // Written by ensure_iface_accept on hosts without dockerd.
+    delete_filter_rules(sock, FILTER_FORWARD, &comment)
 }
 
 /// Deletes the rules carrying `comment` from `filter DOCKER-USER` in `ip` and `ip6` (a missing
 /// table or chain is fine; rules deleted meanwhile are retried).
 pub(crate) fn delete_docker_user_rules(sock: &mut NftSocket, comment: &str) -> Result<()> {
+    delete_filter_rules(sock, DOCKER_USER, comment)
+}
+
+/// Deletes the rules carrying `comment` from `<fam> filter <chain>` for `ip` and `ip6`.
+fn delete_filter_rules(sock: &mut NftSocket, chain: &str, comment: &str) -> Result<()> {
     for fam in [Family::Ip, Family::Ip6] {
         for _ in 0..MAX_ATTEMPTS {
-            let Some(rules) = query::list_rules(sock, fam, "filter", DOCKER_USER)? else {
+            let Some(rules) = query::list_rules(sock, fam, "filter", chain)? else {
                 break;
             };
             let mut b = Batch::new();
@@ -128,7 +138,7 @@ pub(crate) fn delete_docker_user_rules(sock: &mut NftSocket, comment: &str) -> R
                 .iter()
                 .filter(|r| r.comment.as_deref() == Some(comment))
             {
-                b.del_rule(fam, "filter", DOCKER_USER, r.handle);
+                b.del_rule(fam, "filter", chain, r.handle);
             }
             match b.commit(sock) {
                 Ok(()) => break,
@@ -295,11 +305,11 @@ fn conntrack_related_established() -> Expr {
     }
 }
 
-fn docker_rules(fam: Family, bridge: &str) -> [RuleSpec; 2] {
+fn docker_rules(fam: Family, chain: &str, bridge: &str) -> [RuleSpec; 2] {
     let mk = |exprs: Vec<Expr>| RuleSpec {
         family: fam,
         table: "filter".into(),
-        chain: DOCKER_USER.into(),
+        chain: chain.into(),
         exprs,
         comment: Some(docker_comment(bridge)),
         append: false,
@@ -356,22 +366,52 @@ fn accepts_bridge(r: &Rule, out: bool, bridge: &str) -> bool {
     }
 }
 
-/// Ensures the two accept rules in `<fam> filter DOCKER-USER`. `None` if
-/// that chain does not exist; `Some(changed)` otherwise.
-fn ensure_docker_user(sock: &mut NftSocket, fam: Family, bridge: &str) -> Result<Option<bool>> {
-    // (has the -i rule, has the -o rule), or None if there is no chain.
-    let check = |sock: &mut NftSocket| -> Result<Option<(bool, bool)>> {
-        Ok(
-            query::list_rules(sock, fam, "filter", DOCKER_USER)?.map(|rules| {
-                (
-                    rules.iter().any(|r| accepts_bridge(r, false, bridge)),
-                    rules.iter().any(|r| accepts_bridge(r, true, bridge)),
-                )
-            }),
+/// The iptables-nft chain of `<fam> filter` where forwarded traffic must be accepted: dockerd's
+/// `DOCKER-USER` when it exists, otherwise (with `forward_fallback`) the base chain `FORWARD` when
+/// its policy is drop (`iptables -P FORWARD DROP`), otherwise none.
+fn filter_accept_chain(
+    sock: &mut NftSocket,
+    fam: Family,
+    forward_fallback: bool,
+) -> Result<Option<&'static str>> {
+    if query::chain_exists(sock, fam, "filter", DOCKER_USER)? {
+        return Ok(Some(DOCKER_USER));
+    }
+    if !forward_fallback {
+        return Ok(None);
+    }
+    let fwd = query::get_chain(sock, fam, "filter", FILTER_FORWARD)?;
+    Ok(fwd
+        .filter(|c| c.is_base && c.policy_drop == Some(true))
+        .map(|_| FILTER_FORWARD))
+}
+
+/// Whether `<fam> filter <chain>` has the `-i <iface>` and the `-o <iface> ... ESTABLISHED`
+/// accept rules; `None` if the chain does not exist.
+fn accept_rules_present(
+    sock: &mut NftSocket,
+    fam: Family,
+    chain: &str,
+    iface: &str,
+) -> Result<Option<(bool, bool)>> {
+    Ok(query::list_rules(sock, fam, "filter", chain)?.map(|rules| {
+        (
+            rules.iter().any(|r| accepts_bridge(r, false, iface)),
+            rules.iter().any(|r| accepts_bridge(r, true, iface)),
         )
-    };
+    }))
+}
+
+/// Ensures the two accept rules for `iface` at the top of `<fam> filter <chain>`. `None` if
+/// that chain does not exist; `Some(changed)` otherwise.
+fn ensure_accept_rules(
+    sock: &mut NftSocket,
+    fam: Family,
+    chain: &str,
+    iface: &str,
+) -> Result<Option<bool>> {
     // Fast path: one rule dump, no generation read.
-    match check(sock)? {
+    match accept_rules_present(sock, fam, chain, iface)? {
         None => return Ok(None),
         Some((true, true)) => return Ok(Some(false)),
         Some(_) => {}
@@ -380,12 +420,12 @@ fn ensure_docker_user(sock: &mut NftSocket, fam: Family, bridge: &str) -> Result
         // Read the generation before checking, so that the batch is
         // rejected if anything changed after the check.
         let genid = query::generation(sock)?;
-        let (have_in, have_out) = match check(sock)? {
+        let (have_in, have_out) = match accept_rules_present(sock, fam, chain, iface)? {
             None => return Ok(None),
             Some((true, true)) => return Ok(Some(false)),
             Some(h) => h,
         };
-        let [inbound, replies] = docker_rules(fam, bridge);
+        let [inbound, replies] = docker_rules(fam, chain, iface);
         let mut b = Batch::new().with_genid(genid);
         if !have_out {
             b.add_rule(&replies);
@@ -401,8 +441,65 @@ fn ensure_docker_user(sock: &mut NftSocket, fam: Family, bridge: &str) -> Result
         }
     }
     Err(Error::Protocol(format!(
-        "{fam} filter {DOCKER_USER}: ruleset kept changing during {MAX_ATTEMPTS} attempts to add the rules for bridge {bridge}; retry"
+        "{fam} filter {chain}: ruleset kept changing during {MAX_ATTEMPTS} attempts to add the rules for interface {iface}; retry"
     )))
+}
+
+fn validate_iface(iface: &str) -> Result<()> {
+    if iface.is_empty()
+        || iface.len() >= crate::sys::IFNAMSIZ
+        || iface.contains(['/', ':', ' ', '\0'])
+    {
+        return Err(Error::Invalid(format!(
+            "interface name {iface:?} is not a valid interface name"
+        )));
+    }
+    Ok(())
+}
+
+/// Makes forwarded traffic from and (established) to `iface` pass iptables-nft's `filter`
+/// table, which nothing in another table can override: `DOCKER-USER` when dockerd made it,
+/// otherwise `FORWARD` when its policy is drop. The rules are the bridge's (same comment, so
+/// [`remove_bridge_forwarding`] removes them). Returns the families written to (or already
+/// accepting); empty when neither chain exists.
+pub fn ensure_iface_accept(iface: &str) -> Result<ForwardStatus> {
+    validate_iface(iface)?;
+    let sock = &mut NftSocket::new()?;
+    let mut status = ForwardStatus::default();
+    for fam in [Family::Ip, Family::Ip6] {
+        let Some(chain) = filter_accept_chain(sock, fam, true)? else {
+            continue;
+        };
+        if let Some(changed) = ensure_accept_rules(sock, fam, chain, iface)? {
+            status.docker_user.push(fam);
+            status.changed |= changed;
+        }
+    }
+    Ok(status)
+}
+
+/// What [`ensure_iface_accept`] would still have to add, e.g. `["ip filter FORWARD: -i br0
+/// -j ACCEPT"]`; empty when nothing is missing (read-only, for CHECK).
+pub fn iface_accept_missing(iface: &str) -> Result<Vec<String>> {
+    validate_iface(iface)?;
+    let sock = &mut NftSocket::new()?;
+    let mut missing = Vec::new();
+    for fam in [Family::Ip, Family::Ip6] {
+        let Some(chain) = filter_accept_chain(sock, fam, true)? else {
+            continue;
+        };
+        if let Some((have_in, have_out)) = accept_rules_present(sock, fam, chain, iface)? {
+            if !have_in {
+                missing.push(format!("{fam} filter {chain}: -i {iface} -j ACCEPT"));
+            }
+            if !have_out {
+                missing.push(format!(
+                    "{fam} filter {chain}: -o {iface} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+                ));
+            }
+        }
+    }
+    Ok(missing)
 }
 
 #[cfg(test)]
@@ -411,7 +508,7 @@ mod tests {
 
     #[test]
     fn recognizes_equivalent_rules() {
-        let [i, o] = docker_rules(Family::Ip, "br0");
+        let [i, o] = docker_rules(Family::Ip, DOCKER_USER, "br0");
         let rule = |s: &RuleSpec| Rule {
             handle: 1,
             exprs: s.exprs.clone(),

@@ -4,13 +4,15 @@
 //! Low level: [`Batch`] (one atomic transaction), [`Expr`] (rule
 //! expressions), [`query`] (existence checks and dumps), [`NftSocket`].
 //! High level: [`masq::MasqSetup`] (ipMasq state for the bridge plugin) and
-//! [`forward`] (FORWARD accept/isolation for hosts running dockerd) and
+//! [`forward`] (FORWARD accept/isolation for hosts running dockerd),
+//! [`firewall::Firewall`] (the `firewall` plugin's state) and
 //! [`spoofchk::SpoofChk`] (`macspoofchk`, bridge family).
 
 mod attr;
 pub mod batch;
 pub mod error;
 pub mod expr;
+pub mod firewall;
 pub mod forward;
 pub mod masq;
 mod msg;

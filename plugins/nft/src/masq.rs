@@ -116,22 +116,29 @@ pub(crate) fn parse_owner(comment: &str) -> Option<(&str, &str, &str)> {
     it.next().is_none().then_some(r)
 }
 
-fn validate_owner(network: &str, container_id: &str, ifname: &str) -> Result<String> {
-    for (what, v) in [
+/// The owner comment for an element of `what` (`ipMasq`, `firewall`), or an error naming the
+/// part that cannot be recorded.
+pub(crate) fn validate_owner(
+    what: &str,
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) -> Result<String> {
+    for (part, v) in [
         ("network name", network),
         ("container ID", container_id),
         ("interface name", ifname),
     ] {
         if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '\0') {
             return Err(Error::Invalid(format!(
-                "ipMasq: {what} {v:?} is empty or contains whitespace; it cannot be recorded in the masquerade set"
+                "{what}: {part} {v:?} is empty or contains whitespace; it cannot be recorded in an nftables set element"
             )));
         }
     }
     let c = owner_comment(network, container_id, ifname);
     if c.len() > crate::MAX_COMMENT {
         return Err(Error::Invalid(format!(
-            "ipMasq: network name + container ID + ifname are {} bytes, more than the {} an nftables comment holds; shorten the network name",
+            "{what}: network name + container ID + ifname are {} bytes, more than the {} an nftables comment holds; shorten the network name",
             c.len(),
             crate::MAX_COMMENT
         )));
@@ -324,7 +331,7 @@ impl MasqSetup {
         ifname: &str,
         ips: &[(IpAddr, u8)],
     ) -> Result<()> {
-        let comment = validate_owner(network, container_id, ifname)?;
+        let comment = validate_owner("ipMasq", network, container_id, ifname)?;
         let mut targets: Vec<(Element, usize)> = Vec::new(); // element, subnet index
         let mut subnets: Vec<Subnet> = Vec::new();
         let mut seen = HashSet::new();
@@ -679,11 +686,11 @@ mod tests {
 
     #[test]
     fn owner_roundtrip_and_validation() {
-        let c = validate_owner("net", "abc", "eth0").unwrap();
+        let c = validate_owner("ipMasq", "net", "abc", "eth0").unwrap();
         assert_eq!(parse_owner(&c), Some(("net", "abc", "eth0")));
-        assert!(validate_owner("n et", "abc", "eth0").is_err());
-        assert!(validate_owner("net", "", "eth0").is_err());
-        assert!(validate_owner(&"n".repeat(200), &"c".repeat(64), "eth0").is_err());
+        assert!(validate_owner("ipMasq", "n et", "abc", "eth0").is_err());
+        assert!(validate_owner("ipMasq", "net", "", "eth0").is_err());
+        assert!(validate_owner("ipMasq", &"n".repeat(200), &"c".repeat(64), "eth0").is_err());
         assert_eq!(parse_owner("a b"), None);
         assert_eq!(parse_owner("a b c d"), None);
     }

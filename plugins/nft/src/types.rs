@@ -220,6 +220,17 @@ impl Element {
         }
     }
 
+    /// Key for an `ifname . ipv4_addr|ipv6_addr` set.
+    pub fn ifname_ip(name: &str, ip: IpAddr) -> Self {
+        let mut key = ifname_key(name);
+        key.extend(Element::ip(ip).key);
+        Element {
+            key,
+            verdict: None,
+            comment: None,
+        }
+    }
+
     /// Key for an `ifname . ether_addr` set: the name NUL-padded to
     /// IFNAMSIZ, then the MAC padded to the 4-byte register boundary.
     pub fn ifname_ether(name: &str, mac: [u8; 6]) -> Self {
@@ -275,6 +286,21 @@ impl Element {
                 m[0], m[1], m[2], m[3], m[4], m[5]
             );
         }
+        let second_ifname = self.key.len() == 2 * IFNAMSIZ
+            && self.key[IFNAMSIZ].is_ascii_graphic()
+            && self.key[2 * IFNAMSIZ - 1] == 0;
+        if matches!(self.key.len(), 20 | 32) && self.key[0].is_ascii_graphic() && !second_ifname {
+            let (name, ip) = self.key.split_at(IFNAMSIZ);
+            let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+            let ip = Element {
+                key: ip.to_vec(),
+                verdict: None,
+                comment: None,
+            };
+            if let Some(ip) = ip.key_ip() {
+                return format!("\"{}\" . {ip}", String::from_utf8_lossy(&name[..end]));
+            }
+        }
         // A 16-byte key is an ifname rather than an IPv6 address when it is
         // a printable name padded with NULs.
         let ifname_like = self.key.len() == IFNAMSIZ
@@ -325,6 +351,8 @@ pub struct ChainInfo {
     /// elements jumping to it.
     pub use_count: u32,
     pub is_base: bool,
+    /// Base chains: `Some(true)` if the policy is drop.
+    pub policy_drop: Option<bool>,
 }
 
 #[cfg(test)]
