@@ -39,8 +39,8 @@ fn err(msg: impl Into<String>) -> String {
 
 /// `NetworkPluginConfFromBytes` (= the deprecated `ConfFromBytes`).
 pub fn plugin_conf_from_bytes(bytes: &[u8]) -> Result<PluginConfig, String> {
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("error parsing configuration: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("error parsing configuration: {e}"))?;
     let o = v
         .as_object()
         .ok_or_else(|| err("error parsing configuration: not a JSON object"))?;
@@ -109,9 +109,9 @@ pub fn conf_list_from_bytes(bytes: &[u8]) -> Result<NetworkConfigList, String> {
         }
     };
     if let Some(rvs) = raw.get("cniVersions") {
-        let rvs = rvs.as_array().ok_or_else(|| {
-            err("error parsing configuration list: invalid type for cniVersions")
-        })?;
+        let rvs = rvs
+            .as_array()
+            .ok_or_else(|| err("error parsing configuration list: invalid type for cniVersions"))?;
         let mut vs = Vec::new();
         for (i, rv) in rvs.iter().enumerate() {
             let v = rv.as_str().ok_or_else(|| {
@@ -221,7 +221,10 @@ pub fn conf_list_from_file(path: &Path) -> Result<NetworkConfigList, String> {
     if !list.load_only_inlined_plugins {
         let dir = path.parent().unwrap_or(Path::new(".")).join(&list.name);
         for f in conf_files(&dir, &[".conf"]).map_err(|e| {
-            format!("failed to read plugin config files in {}: {e}", dir.display())
+            format!(
+                "failed to read plugin config files in {}: {e}",
+                dir.display()
+            )
         })? {
             let b = std::fs::read(&f).map_err(|e| format!("error reading {}: {e}", f.display()))?;
             list.plugins.push(plugin_conf_from_bytes(&b)?);

@@ -53,7 +53,10 @@ impl Pod {
     /// bandwidth with the bandwidth annotations.
     pub fn capability_args(&self) -> Map<String, Value> {
         let mut m = Map::new();
-        m.insert("portMappings".into(), Value::Array(self.port_mappings.clone()));
+        m.insert(
+            "portMappings".into(),
+            Value::Array(self.port_mappings.clone()),
+        );
         if let Some(r) = &self.ip_ranges {
             m.insert("ipRanges".into(), r.clone());
         }

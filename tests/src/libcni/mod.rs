@@ -551,8 +551,13 @@ impl Cni {
             })?;
         for net in &list.plugins {
             let plugin = self.find_in_path(&net.type_)?;
-            let conf =
-                build_one_config(&list.name, &list.cni_version, net, cached.as_ref(), Some(rt))?;
+            let conf = build_one_config(
+                &list.name,
+                &list.cni_version,
+                net,
+                cached.as_ref(),
+                Some(rt),
+            )?;
             self.exec_verb(&plugin, &conf.bytes, "CHECK", rt)?;
         }
         Ok(())
@@ -572,8 +577,13 @@ impl Cni {
             let plugin = self
                 .find_in_path(&net.type_)
                 .map_err(|e| e.context(&format!("plugin {} failed (delete)", describe(net))))?;
-            let conf =
-                build_one_config(&list.name, &list.cni_version, net, cached.as_ref(), Some(rt))?;
+            let conf = build_one_config(
+                &list.name,
+                &list.cni_version,
+                net,
+                cached.as_ref(),
+                Some(rt),
+            )?;
             self.exec_verb(&plugin, &conf.bytes, "DEL", rt)
                 .map_err(|e| e.context(&format!("plugin {} failed (delete)", describe(net))))?;
         }
@@ -584,13 +594,12 @@ impl Cni {
     /// `AddNetwork`: a single plugin config (no list), cached under its own name.
     pub fn add_network_single(&self, net: &PluginConfig, rt: &RuntimeConf) -> Result<Value> {
         let r = self.add_network(&net.name, &net.cni_version, net, None, rt)?;
-        self.cache_add(&r, &net.bytes, &net.name, rt)
-            .map_err(|e| {
-                e.context(&format!(
-                    "failed to set network {:?} cached result",
-                    net.name
-                ))
-            })?;
+        self.cache_add(&r, &net.bytes, &net.name, rt).map_err(|e| {
+            e.context(&format!(
+                "failed to set network {:?} cached result",
+                net.name
+            ))
+        })?;
         Ok(r)
     }
 
@@ -654,12 +663,16 @@ impl Cni {
                 inject.push(("cni.dev/attachments", l));
             }
             for p in &list.plugins {
-                let r = inject_conf(p, &inject, &["cni.dev/valid-attachments", "cni.dev/attachments"])
-                    .map_err(Error::new)
-                    .and_then(|c| {
-                        let plugin = self.find_in_path(&c.type_)?;
-                        self.exec_verb(&plugin, &c.bytes, "GC", &RuntimeConf::default())
-                    });
+                let r = inject_conf(
+                    p,
+                    &inject,
+                    &["cni.dev/valid-attachments", "cni.dev/attachments"],
+                )
+                .map_err(Error::new)
+                .and_then(|c| {
+                    let plugin = self.find_in_path(&c.type_)?;
+                    self.exec_verb(&plugin, &c.bytes, "GC", &RuntimeConf::default())
+                });
                 if let Err(e) = r {
                     errs.push(format!("failed to GC plugin {}: {e}", p.type_));
                 }
@@ -717,8 +730,7 @@ impl Cni {
             }
             Err(e) => return Err(e),
         };
-        serde_json::from_slice(&out)
-            .map_err(|e| Error::new(format!("decoding version info: {e}")))
+        serde_json::from_slice(&out).map_err(|e| Error::new(format!("decoding version info: {e}")))
     }
 
     /// `ValidateNetworkList`: every plugin exists and supports the list's version; returns
@@ -833,8 +845,8 @@ pub fn convert_result(result: &Value, version: &str) -> Result<Value> {
 }
 
 fn convert_result_model(model: &cni_core::types::CniResult, version: &str) -> Result<Value> {
-    let mut v = cni_core::result::to_version(model, version)
-        .map_err(|e| Error::new(e.to_string()))?;
+    let mut v =
+        cni_core::result::to_version(model, version).map_err(|e| Error::new(e.to_string()))?;
     // Go's `DNS types.DNS json:"dns,omitempty"` is a struct: omitempty never drops it.
     if let Value::Object(m) = &mut v {
         if !m.contains_key("dns") {
@@ -882,7 +894,11 @@ pub fn inject_runtime_config(orig: &PluginConfig, rt: &RuntimeConf) -> Result<Pl
     if rc.is_empty() {
         return Ok(orig.clone());
     }
-    Ok(inject_conf(orig, &[("runtimeConfig", Value::Object(rc))], &[])?)
+    Ok(inject_conf(
+        orig,
+        &[("runtimeConfig", Value::Object(rc))],
+        &[],
+    )?)
 }
 
 fn cni_reg_ok(s: &str) -> bool {

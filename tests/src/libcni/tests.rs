@@ -96,7 +96,10 @@ fn no_runtime_config_when_no_capability_matches() {
         .unwrap()
         .clone();
     fx.cni.add_network_list(&list("1.0.0", ""), &r).unwrap();
-    assert!(fx.cni.calls()[0].stdin_json().get("runtimeConfig").is_none());
+    assert!(fx.cni.calls()[0]
+        .stdin_json()
+        .get("runtimeConfig")
+        .is_none());
 }
 
 #[test]
@@ -106,7 +109,8 @@ fn runtime_config_in_the_file_is_replaced_not_merged() {
     )
     .unwrap();
     let mut r = RuntimeConf::default();
-    r.capability_args.insert("dns".into(), json!({"servers": ["1.1.1.1"]}));
+    r.capability_args
+        .insert("dns".into(), json!({"servers": ["1.1.1.1"]}));
     let c = inject_runtime_config(&p, &r).unwrap();
     let v: Value = serde_json::from_slice(&c.bytes).unwrap();
     assert_eq!(v["runtimeConfig"], json!({"dns": {"servers": ["1.1.1.1"]}}));
@@ -171,7 +175,9 @@ fn prev_result_is_re_sorted_when_runtime_config_is_injected() {
     let c = build_one_config("n", "1.0.0", &p, Some(&prev), Some(&r)).unwrap();
     let s = String::from_utf8(c.bytes).unwrap();
     assert!(
-        s.contains(r#""prevResult":{"cniVersion":"1.0.0","dns":{},"ips":[{"address":"10.0.0.2/24"}]}"#),
+        s.contains(
+            r#""prevResult":{"cniVersion":"1.0.0","dns":{},"ips":[{"address":"10.0.0.2/24"}]}"#
+        ),
         "{s}"
     );
 }
@@ -228,7 +234,10 @@ fn add_failure_names_the_plugin_and_writes_no_cache() {
     )
     .unwrap();
     let e = fx.cni.add_network_list(&missing, &rt()).unwrap_err();
-    assert!(e.msg.contains(r#"failed to find plugin "does-not-exist""#), "{e}");
+    assert!(
+        e.msg.contains(r#"failed to find plugin "does-not-exist""#),
+        "{e}"
+    );
 }
 
 #[test]
@@ -274,14 +283,21 @@ fn check_gates_on_version_disable_check_and_passes_the_cached_result() {
     for c in calls {
         assert_eq!(c.command, "CHECK");
         // The fake answered 1.0.0; the cache converts to the list's version.
-        assert_eq!(c.stdin_json()["prevResult"], convert_result(&added, "0.4.0").unwrap());
+        assert_eq!(
+            c.stdin_json()["prevResult"],
+            convert_result(&added, "0.4.0").unwrap()
+        );
         assert_eq!(c.stdin_json()["prevResult"]["ips"][0]["version"], "4");
     }
     // An unreadable cache is an error for CHECK.
     let f = fx.cni.cache_file("some-list", &rt()).unwrap();
     std::fs::write(&f, "{garbage").unwrap();
     let e = fx.cni.check_network_list(&l, &rt()).unwrap_err();
-    assert!(e.msg.starts_with("failed to get network \"some-list\" cached result"), "{e}");
+    assert!(
+        e.msg
+            .starts_with("failed to get network \"some-list\" cached result"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -410,11 +426,21 @@ fn gc_sequence_of_libcni_api_test() {
     assert_eq!(c[0].env("CNI_ARGS"), Some("FOO=BAR;K=V"));
     assert!(c[0].stdin_json()["prevResult"].is_object());
     // The cached capability args came back too.
-    assert_eq!(c[1].stdin_json()["runtimeConfig"]["somethingElse"], json!(["foobar", "baz"]));
+    assert_eq!(
+        c[1].stdin_json()["runtimeConfig"]["somethingElse"],
+        json!(["foobar", "baz"])
+    );
     let v = c[2].stdin_json();
-    assert!(v.as_object().unwrap().contains_key("cni.dev/valid-attachments"));
+    assert!(v
+        .as_object()
+        .unwrap()
+        .contains_key("cni.dev/valid-attachments"));
     assert!(v["cni.dev/valid-attachments"].is_null());
-    assert!(fx.cni.cached_attachments("").iter().all(|a| a.network == "other"));
+    assert!(fx
+        .cni
+        .cached_attachments("")
+        .iter()
+        .all(|a| a.network == "other"));
     assert_eq!(fx.cni.cached_attachments("").len(), 1);
 
     // cnitool's `gc` (args nil): no key at all.
@@ -429,7 +455,10 @@ fn gc_sequence_of_libcni_api_test() {
     // An empty non-nil list is sent as [].
     let n = fx.cni.calls().len();
     fx.cni.gc_network_list(&l, GcArgs::List(&[])).unwrap();
-    assert_eq!(gc_calls(&fx, n)[0].stdin_json()["cni.dev/valid-attachments"], json!([]));
+    assert_eq!(
+        gc_calls(&fx, n)[0].stdin_json()["cni.dev/valid-attachments"],
+        json!([])
+    );
 }
 
 #[test]
@@ -471,7 +500,10 @@ fn version_info_and_validate() {
     let c = &fx.cni.calls()[0];
     assert_eq!(c.command, "VERSION");
     assert_eq!(c.env("CNI_NETNS"), Some("dummy"));
-    assert_eq!(String::from_utf8_lossy(&c.stdin), r#"{"cniVersion":"1.1.0"}"#);
+    assert_eq!(
+        String::from_utf8_lossy(&c.stdin),
+        r#"{"cniVersion":"1.1.0"}"#
+    );
     let caps = fx.cni.validate_network_list(&list("1.0.0", "")).unwrap();
     assert_eq!(caps, ["portMappings", "somethingElse"]);
     assert!(fx.cni.validate_network_list(&list("0.2.0", "")).is_err());
@@ -485,20 +517,26 @@ fn conf_list_parsing_like_conf_go() {
     )
     .unwrap();
     assert_eq!(l.cni_version, "1.0.0");
-    assert!(conf_list_from_bytes(br#"{"cniVersion":"1.0.0","plugins":[{"type":"x"}]}"#)
-        .unwrap_err()
-        .contains("no name"));
+    assert!(
+        conf_list_from_bytes(br#"{"cniVersion":"1.0.0","plugins":[{"type":"x"}]}"#)
+            .unwrap_err()
+            .contains("no name")
+    );
     assert!(conf_list_from_bytes(br#"{"name":"n","plugins":[]}"#)
         .unwrap_err()
         .contains("no plugins in list"));
-    assert!(conf_list_from_bytes(br#"{"name":"n","plugins":[{"name":"x"}]}"#)
-        .unwrap_err()
-        .contains("missing 'type'"));
-    assert!(conf_list_from_bytes(br#"{"name":"n","disableCheck":"maybe","plugins":[{"type":"x"}]}"#)
-        .unwrap_err()
-        .contains("invalid value \"maybe\" for disableCheck"));
-    let l = conf_list_from_bytes(br#"{"name":"n","disableGC":true,"plugins":[{"type":"x"}]}"#)
-        .unwrap();
+    assert!(
+        conf_list_from_bytes(br#"{"name":"n","plugins":[{"name":"x"}]}"#)
+            .unwrap_err()
+            .contains("missing 'type'")
+    );
+    assert!(conf_list_from_bytes(
+        br#"{"name":"n","disableCheck":"maybe","plugins":[{"type":"x"}]}"#
+    )
+    .unwrap_err()
+    .contains("invalid value \"maybe\" for disableCheck"));
+    let l =
+        conf_list_from_bytes(br#"{"name":"n","disableGC":true,"plugins":[{"type":"x"}]}"#).unwrap();
     assert!(l.disable_gc && !l.disable_check);
 }
 
@@ -559,7 +597,8 @@ fn cri_sets_up_loopback_first_with_pod_args() {
     );
     let l = list("1.0.0", "");
     let mut pod = cri::pod("p1", "/var/run/netns/cni-1234");
-    pod.port_mappings = vec![json!({"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""})];
+    pod.port_mappings =
+        vec![json!({"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""})];
     cri::setup(&fx.cni, &l, &pod).unwrap();
     let c = fx.cni.calls();
     assert_eq!(c[0].stdin_json()["type"], "loopback");
