@@ -8,6 +8,19 @@ export REPO_ROOT
 SYSTEM_PACKAGES=(containernetworking-plugins nftables iptables iproute2 busybox-static jq
                  docker.io containerd procps util-linux systemd)
 
+# Every CNI plugin binary of the suite (installed by install.sh into /opt/cni/bin).
+SUITE_PLUGINS=(loopback bridge host-local portmap firewall tuning)
+
+# Where install.sh and quickstart.sh record what they installed (read by uninstall.sh).
+CNI_RS_STATE_DIR="${CNI_RS_STATE_DIR:-/var/lib/cni-rs}"
+
+# record_installed <path>: adds an installed file to $CNI_RS_STATE_DIR/installed (once).
+record_installed() {
+    mkdir -p "$CNI_RS_STATE_DIR"
+    touch "$CNI_RS_STATE_DIR/installed"
+    grep -qxF "$1" "$CNI_RS_STATE_DIR/installed" || echo "$1" >>"$CNI_RS_STATE_DIR/installed"
+}
+
 need_root() {
     if [ "$(id -u)" != 0 ]; then
         echo "error: $0 must run as root (it creates network namespaces, bridges and nftables state)" >&2

@@ -12,6 +12,7 @@ install_system_packages
 CONF_DIR=/etc/cni/net.d
 mkdir -p "$CONF_DIR"
 install -m 0644 "$REPO_ROOT/conf/10-cnirs.conflist" "$CONF_DIR/10-cnirs.conflist"
+record_installed "$CONF_DIR/10-cnirs.conflist"
 echo "installed $CONF_DIR/10-cnirs.conflist"
 
 # containerd: use the running one, or start it (machines without systemd).

@@ -11,6 +11,8 @@ echo ">> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo ">> cargo build (the integration tests exec the built plugin binaries)"
 cargo build --workspace --bins -q
+echo ">> scripts/cnitool.sh (libcni's cnitool for tests/tests/cnitool; cached after the first build)"
+"$REPO_ROOT/scripts/cnitool.sh" >/dev/null
 echo ">> cargo test"
 # Integration tests build namespaces and bridges; run test binaries one at a time so two
 # suites never fight over the host's nftables or sysctls, while tests inside a suite still run

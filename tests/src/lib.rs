@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod libcni;
+pub mod suite;
+
 /// The directory holding the built binaries (`target/<profile>`), derived from the running
 /// test executable (`target/<profile>/deps/<test>`), or `CNI_TEST_BIN_DIR`.
 pub fn bin_dir() -> PathBuf {
@@ -58,7 +61,12 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(prefix: &str) -> Netns {
-        let name = unique(prefix);
+        Netns::named(&unique(prefix))
+    }
+
+    /// A netns of exactly this name (e.g. CRI's `cni-<uuid>`).
+    pub fn named(name: &str) -> Netns {
+        let name = name.to_string();
         sh(&["ip", "netns", "add", &name]);
         let ns = Netns {
             path: PathBuf::from(format!("/run/netns/{name}")),
