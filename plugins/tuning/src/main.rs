@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    cni_core::skel::run(&cni_tuning::plugin::Tuning, "tuning")
+}
