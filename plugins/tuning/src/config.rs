@@ -34,17 +34,6 @@ pub struct Conf {
     pub txqlen: Option<u32>,
 }
 
-impl Conf {
-    /// Whether any link attribute is set (and so the originals are saved for DEL).
-    pub fn touches_link(&self) -> bool {
-        self.mac.is_some()
-            || self.promisc
-            || self.mtu.is_some()
-            || self.allmulti.is_some()
-            || self.txqlen.is_some()
-    }
-}
-
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Raw {
@@ -192,8 +181,7 @@ fn raw_args_cni(stdin: &[u8]) -> Option<serde_json::Map<String, Value>> {
     let field = |o: &Value, name: &str| -> Option<Value> {
         o.as_object()?
             .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .next_back()
+            .rfind(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
     let cni = field(&field(&raw, "args")?, "cni")?;
