@@ -7,7 +7,7 @@ need_root
 BIN_DIR="${CNI_BIN_DIR:-/opt/cni/bin}"
 out="$(build_release)"
 mkdir -p "$BIN_DIR"
-for b in bridge host-local; do
+for b in bridge host-local loopback tuning; do
     [ -x "$out/$b" ] || continue
     install -m 0755 "$out/$b" "$BIN_DIR/$b.new"
     mv -f "$BIN_DIR/$b.new" "$BIN_DIR/$b"   # atomic: a runtime never execs a half-written file
