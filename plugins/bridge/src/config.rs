@@ -237,48 +237,9 @@ fn collect_trunk(list: Option<&[RawTrunk]>) -> Result<Option<Trunk>, CniError> {
     Ok(Some(Trunk { vids }))
 }
 
-/// Parses a MAC as Go's `net.ParseMAC` does for 6-byte addresses (`:`/`-` separated or
-/// dotted `xxxx.xxxx.xxxx`), and refuses what the kernel would reject on a veth.
+/// Parses a MAC (see [`cni_netlink::parse_mac`]); a bad one is an invalid config.
 pub fn parse_mac(s: &str) -> Result<[u8; 6], CniError> {
-    let bad = || {
-        CniError::config(format!(
-            "invalid MAC address {s:?}: use six hex bytes like \"02:42:ac:11:00:02\""
-        ))
-    };
-    let hex: String = if s.len() == 17 {
-        let sep = s.as_bytes()[2];
-        if sep != b':' && sep != b'-' {
-            return Err(bad());
-        }
-        let parts: Vec<&str> = s.split(sep as char).collect();
-        if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
-            return Err(bad());
-        }
-        parts.concat()
-    } else if s.len() == 14 {
-        let parts: Vec<&str> = s.split('.').collect();
-        if parts.len() != 3 || parts.iter().any(|p| p.len() != 4) {
-            return Err(bad());
-        }
-        parts.concat()
-    } else {
-        return Err(bad());
-    };
-    let mut mac = [0u8; 6];
-    for (i, b) in mac.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    if mac[0] & 1 == 1 {
-        return Err(CniError::config(format!(
-            "invalid MAC address {s:?}: it is a multicast address; the first byte must be even"
-        )));
-    }
-    if mac == [0; 6] {
-        return Err(CniError::config(format!(
-            "invalid MAC address {s:?}: all zeros"
-        )));
-    }
-    Ok(mac)
+    cni_netlink::parse_mac(s).map_err(CniError::config)
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {

@@ -19,7 +19,9 @@ mod sysctl;
 pub use addr::{Address, Family};
 pub use bridge_vlan::BridgeVlan;
 pub use error::{Error, Result};
-pub use link::{check_ifname, fmt_mac, BridgePortInfo, LinkInfo, LinkUpdate, Mac, OperState, Veth};
+pub use link::{
+    check_ifname, fmt_mac, parse_mac, BridgePortInfo, LinkInfo, LinkUpdate, Mac, OperState, Veth,
+};
 pub use netns::{is_current_netns, with_netns, NetNs, THREAD_NETNS};
 pub use route::{
     NextHop, Route, RTN_UNICAST, RTPROT_BOOT, RTPROT_STATIC, RT_SCOPE_HOST, RT_SCOPE_LINK,

@@ -30,6 +30,8 @@ pub struct LinkInfo {
     pub kind: Option<String>,
     pub mac: Option<Mac>,
     pub mtu: u32,
+    /// IFLA_TXQLEN: transmit queue length.
+    pub txqlen: u32,
     /// Raw `IFF_*` flags.
     pub flags: u32,
     /// Index of the master (bridge) this link is a port of.
@@ -59,6 +61,9 @@ impl LinkInfo {
     pub fn is_promisc(&self) -> bool {
         self.flags & libc::IFF_PROMISC as u32 != 0
     }
+    pub fn is_allmulti(&self) -> bool {
+        self.flags & libc::IFF_ALLMULTI as u32 != 0
+    }
     pub fn is_bridge(&self) -> bool {
         self.kind.as_deref() == Some("bridge")
     }
@@ -73,6 +78,7 @@ impl LinkInfo {
             kind: None,
             mac: None,
             mtu: 0,
+            txqlen: 0,
             flags: msg.header.flags.bits(),
             master: None,
             oper_state: OperState::Unknown,
@@ -86,6 +92,7 @@ impl LinkInfo {
                 LinkAttribute::IfName(n) => info.name = n,
                 LinkAttribute::Address(a) => info.mac = a.as_slice().try_into().ok(),
                 LinkAttribute::Mtu(m) => info.mtu = m,
+                LinkAttribute::TxQueueLen(q) => info.txqlen = q,
                 LinkAttribute::Controller(m) if m != 0 => info.master = Some(m),
                 LinkAttribute::OperState(s) => info.oper_state = s,
                 LinkAttribute::Link(l) => info.link = Some(l),
@@ -131,7 +138,9 @@ fn parse_linkinfo(info: &mut LinkInfo, infos: Vec<NlInfo>) {
 pub struct LinkUpdate<'a> {
     pub up: Option<bool>,
     pub promisc: Option<bool>,
+    pub allmulti: Option<bool>,
     pub mtu: Option<u32>,
+    pub txqlen: Option<u32>,
     pub mac: Option<Mac>,
     /// Some(0) removes the link from its master.
     pub master: Option<u32>,
@@ -153,8 +162,14 @@ impl LinkUpdate<'_> {
         if let Some(p) = self.promisc {
             parts.push(format!("promisc {}", if p { "on" } else { "off" }));
         }
+        if let Some(p) = self.allmulti {
+            parts.push(format!("allmulticast {}", if p { "on" } else { "off" }));
+        }
         if let Some(m) = self.mtu {
             parts.push(format!("mtu {m}"));
+        }
+        if let Some(q) = self.txqlen {
+            parts.push(format!("txqueuelen {q}"));
         }
         if let Some(m) = self.mac {
             parts.push(format!("address {}", fmt_mac(&m)));
@@ -358,11 +373,15 @@ impl Netlink {
         };
         set_flag(LinkFlags::Up, u.up);
         set_flag(LinkFlags::Promisc, u.promisc);
+        set_flag(LinkFlags::Allmulti, u.allmulti);
         if let Some(name) = u.name {
             check_ifname(name).map_err(|e| e.context("netlink: rename link"))?;
             msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         }
         push_common(&mut msg, u.mtu, u.mac);
+        if let Some(q) = u.txqlen {
+            msg.attributes.push(LinkAttribute::TxQueueLen(q));
+        }
         if let Some(m) = u.master {
             msg.attributes.push(LinkAttribute::Controller(m));
         }
@@ -403,6 +422,26 @@ impl Netlink {
             index,
             &LinkUpdate {
                 promisc: Some(on),
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn set_allmulti(&mut self, index: u32, on: bool) -> Result<()> {
+        self.update_link(
+            index,
+            &LinkUpdate {
+                allmulti: Some(on),
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn set_txqlen(&mut self, index: u32, txqlen: u32) -> Result<()> {
+        self.update_link(
+            index,
+            &LinkUpdate {
+                txqlen: Some(txqlen),
                 ..Default::default()
             },
         )
@@ -539,6 +578,45 @@ fn on_off(b: bool) -> &'static str {
     } else {
         "off"
     }
+}
+
+/// Parses a MAC as Go's `net.ParseMAC` does for 6-byte addresses (`:`/`-` separated or
+/// dotted `xxxx.xxxx.xxxx`), and refuses what the kernel would reject on an Ethernet link (multicast, all zeros).
+/// The error is the reason, ready for the caller's error type.
+pub fn parse_mac(s: &str) -> std::result::Result<Mac, String> {
+    let bad = || format!("invalid MAC address {s:?}: use six hex bytes like \"02:42:ac:11:00:02\"");
+    let hex: String = if s.len() == 17 {
+        let sep = s.as_bytes()[2];
+        if sep != b':' && sep != b'-' {
+            return Err(bad());
+        }
+        let parts: Vec<&str> = s.split(sep as char).collect();
+        if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
+            return Err(bad());
+        }
+        parts.concat()
+    } else if s.len() == 14 {
+        let parts: Vec<&str> = s.split('.').collect();
+        if parts.len() != 3 || parts.iter().any(|p| p.len() != 4) {
+            return Err(bad());
+        }
+        parts.concat()
+    } else {
+        return Err(bad());
+    };
+    let mut mac = [0u8; 6];
+    for (i, b) in mac.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err(format!(
+            "invalid MAC address {s:?}: it is a multicast address; the first byte must be even"
+        ));
+    }
+    if mac == [0; 6] {
+        return Err(format!("invalid MAC address {s:?}: all zeros"));
+    }
+    Ok(mac)
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
