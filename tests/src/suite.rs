@@ -25,7 +25,7 @@ pub const SUITE_PLUGINS: &[&str] = &[
 // empty this list: every plugin is then ours (`cni_tests::bin`, which fails when a binary was
 // not built).
 // =============================================================================================
-pub const REFERENCE_STAND_INS: &[&str] = &["loopback", "portmap", "firewall", "tuning"];
+pub const REFERENCE_STAND_INS: &[&str] = &["portmap"];
 
 /// A CNI_PATH directory with every plugin of the suite: ours, except the
 /// [`REFERENCE_STAND_INS`]. A stand-in is wrapped so a spec 1.1.0 config reaches the 1.0.0
