@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod containerd;
+
 /// The directory holding the built binaries (`target/<profile>`), derived from the running
 /// test executable (`target/<profile>/deps/<test>`), or `CNI_TEST_BIN_DIR`.
 pub fn bin_dir() -> PathBuf {
