@@ -30,11 +30,17 @@ use crate::state::State;
 /// The option key, in `-o` (network driver) and `--ipam-opt` (IPAM driver).
 pub const OPT_CNI_NETWORK: &str = "cni.network";
 
-/// The command that creates a network bound to CNI network `net` (named in errors).
-pub fn command(cfg: &Config, net: &str) -> String {
+/// The command that creates a network bound to `b` (named in errors). `--subnet` is needed:
+/// dockerd checks a pool the IPAM driver chose against the host's routes, and the CNI
+/// network's bridge routes that subnet as soon as one container runs on it.
+pub fn command(cfg: &Config, b: &CniBinding) -> String {
+    let subnet = b
+        .range(false)
+        .map_or_else(|| "<subnet>".to_string(), |r| r.subnet.to_string());
     format!(
-        "docker network create -d {d} --ipam-driver {d} --ipam-opt cni.network={net} -o cni.network={net} <name>",
-        d = cfg.name
+        "docker network create -d {d} --ipam-driver {d} --subnet {subnet} -o cni.network={net} <name>",
+        d = cfg.name,
+        net = b.network
     )
 }
 
@@ -258,14 +264,14 @@ pub fn network(
                     b.network,
                     b.file.display(),
                     b.network,
-                    command(cfg, &b.network)
+                    command(cfg, b)
                 ));
             }
         }
         return Ok(None);
     };
     let b = cniconf::load(&cfg.cni_conf_dir, name)?;
-    let cmd = command(cfg, name);
+    let cmd = command(cfg, &b);
     if internal {
         return Err(err!(
             "--internal cannot be used with -o cni.network={name}: the bridge {} is shared with the other runtime's containers; drop --internal",
@@ -282,19 +288,20 @@ pub fn network(
                 if *v6 { "--ipv6" } else { "--subnet" }
             ));
         };
+        if d.address_space != LOCAL_SPACE && d.address_space != GLOBAL_SPACE {
+            return Err(err!(
+                "cni.network={name}: the addresses of this network come from Docker's IPAM driver (address space {:?}), which does not know the addresses the other runtime holds in the shared store; add --ipam-driver {} --subnet {}: {cmd}",
+                d.address_space,
+                cfg.name,
+                r.subnet
+            ));
+        }
         let subnet = pool::parse_subnet(&d.pool, "subnet")?;
         if subnet != r.subnet {
             return Err(err!(
                 "subnet {subnet} contradicts CNI network {name}: {} has subnet {}; create the network with: {cmd}",
                 b.file.display(),
                 r.subnet
-            ));
-        }
-        if d.address_space != LOCAL_SPACE && d.address_space != GLOBAL_SPACE {
-            return Err(err!(
-                "cni.network={name}: the addresses of this network come from Docker's IPAM driver (address space {:?}), which does not know the addresses the other runtime holds in the shared store; add --ipam-driver {} --ipam-opt cni.network={name}: {cmd}",
-                d.address_space,
-                cfg.name
             ));
         }
         match pool_of(d).and_then(|p| p.cni.as_ref()) {
@@ -307,7 +314,7 @@ pub fn network(
             }
             None => {
                 return Err(err!(
-                    "cni.network={name}: pool {subnet} was not requested for CNI network {name}; add --ipam-opt cni.network={name}: {cmd}"
+                    "cni.network={name}: pool {subnet} was not requested for CNI network {name}; create the network with: {cmd}"
                 ))
             }
         }
