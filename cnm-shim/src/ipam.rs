@@ -125,7 +125,8 @@ pub fn request_pool(shim: &Shim, req: RequestPool) -> Result<Value> {
                 ));
             }
             let p = s.pools.get_mut(&id).expect("checked above");
-            if let (Some(b), true) = (&binding, req.pool.is_empty()) {
+            let just_claimed = now.saturating_sub(p.created) < POOL_CLAIM_SECS;
+            if let (Some(b), true) = (&binding, req.pool.is_empty() && just_claimed) {
                 // dockerd re-asks when the pool we chose overlaps a host route, which the
                 // CNI network's bridge is once a container of the other runtime runs.
                 return Err(err!(
@@ -134,7 +135,7 @@ pub fn request_pool(shim: &Shim, req: RequestPool) -> Result<Value> {
                     crate::bind::command(&shim.cfg, b)
                 ));
             }
-            if now.saturating_sub(p.created) < POOL_CLAIM_SECS {
+            if just_claimed {
                 return Err(err!(
                     "subnet {subnet} was just requested for another network that is being created; choose another --subnet or retry in a minute"
                 ));
