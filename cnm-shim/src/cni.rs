@@ -7,8 +7,10 @@
 //! one instance never overlap, so an address identifies its pool.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
@@ -112,36 +114,108 @@ pub fn bridge_conf(cfg: &Config, net: &Network, ranges: &[Range]) -> Value {
     c
 }
 
-/// The conf for a direct host-local call.
-fn ipam_conf(cfg: &Config, ranges: &[Range]) -> Value {
-    json!({
-        "cniVersion": CNI_VERSION,
-        "name": cfg.store_name(),
-        "ipam": ipam_section(cfg, ranges),
-    })
+/// Where host-local keeps a set of reservations: `<data_dir>/<name>/<ip>` holding
+/// `<containerID>\r\n<ifname>`. The shim's own store, or a CNI network's store shared with
+/// other runtimes; `ifname` is the `CNI_IFNAME` of every shim call on it, which marks the
+/// shim's reservations in a shared store (host-local keys them by container ID + ifname).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreRef {
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub ifname: String,
+}
+
+impl StoreRef {
+    /// The shim's own store (every unbound network).
+    pub fn own(cfg: &Config) -> StoreRef {
+        StoreRef {
+            data_dir: cfg.ipam_dir(),
+            name: cfg.store_name(),
+            ifname: IFNAME.to_string(),
+        }
+    }
+
+    /// The store of a bound CNI network: what `conf` (a bridge or host-local conf with an
+    /// `ipam` section) names.
+    pub fn of_conf(conf: &Value, ifname: &str) -> StoreRef {
+        let data_dir = conf["ipam"]["dataDir"]
+            .as_str()
+            .filter(|d| !d.is_empty())
+            .unwrap_or(crate::cniconf::DEFAULT_DATA_DIR);
+        StoreRef {
+            data_dir: PathBuf::from(data_dir),
+            name: conf["name"].as_str().unwrap_or_default().to_string(),
+            ifname: ifname.to_string(),
+        }
+    }
+
+    /// Whether the store is shared with other runtimes (only entries with our ifname are ours).
+    pub fn shared(&self, cfg: &Config) -> bool {
+        *self != StoreRef::own(cfg)
+    }
+}
+
+/// A host-local configuration: the store and the `ipam` section of calls on it.
+#[derive(Debug, Clone)]
+pub struct Ipam {
+    pub store: StoreRef,
+    pub section: Value,
+}
+
+impl Ipam {
+    /// The shim's own store with `ranges`.
+    pub fn own(cfg: &Config, ranges: &[Range]) -> Ipam {
+        Ipam {
+            store: StoreRef::own(cfg),
+            section: ipam_section(cfg, ranges),
+        }
+    }
+
+    /// A config good enough for a DEL in `store` (host-local releases by ID and ifname
+    /// across the whole store; the range only has to be valid).
+    pub fn for_release(store: &StoreRef, ip: Option<IpAddr>) -> Ipam {
+        let r = any_range(ip.unwrap_or(IpAddr::from([192, 0, 2, 1])));
+        let sets = json!([[r.to_value()]]);
+        Ipam {
+            store: store.clone(),
+            section: json!({
+                "type": "host-local",
+                "dataDir": store.data_dir.to_string_lossy(),
+                "ranges": sets,
+            }),
+        }
+    }
+
+    fn conf(&self) -> Value {
+        json!({
+            "cniVersion": CNI_VERSION,
+            "name": self.store.name,
+            "ipam": self.section,
+        })
+    }
 }
 
 /// CNI_NETNS of direct host-local calls: irrelevant to host-local but required non-empty for
 /// ADD; deliberately a path that does not exist (the plugin refuses its own netns).
 const HL_NETNS: &str = "/proc/cnm-shim-ipam-only";
 
-/// Reserves an address through host-local under `handle`: `want` if given, else the next free
-/// one of `range`. Returns the address with the subnet's prefix.
+/// Reserves an address of `subnet` through host-local under `handle`: `want` if given, else
+/// the next free one. Returns the address with the subnet's prefix.
 pub fn reserve(
-    cfg: &Config,
     runner: &Runner,
+    ipam: &Ipam,
     handle: &str,
-    range: &Range,
+    subnet: &IpNetwork,
     want: Option<IpAddr>,
 ) -> Result<IpNetwork> {
     let wants: Vec<IpAddr> = want.into_iter().collect();
-    let conf = with_args(&ipam_conf(cfg, std::slice::from_ref(range)), &wants, None);
+    let conf = with_args(&ipam.conf(), &wants, None);
     let out = runner.run(&Call {
         plugin: "host-local",
         command: "ADD",
         container_id: handle,
         netns: HL_NETNS,
-        ifname: IFNAME,
+        ifname: &ipam.store.ifname,
         args: "",
         conf: &conf,
     })?;
@@ -150,23 +224,23 @@ pub fn reserve(
     res.ips
         .iter()
         .map(|i| i.address)
-        .find(|a| range.subnet.contains(a.ip()))
-        .ok_or_else(|| err!("host-local returned no address in {}", range.subnet))
+        .find(|a| subnet.contains(a.ip()))
+        .map(|a| IpNetwork::new(a.ip(), subnet.prefix()).unwrap_or(a))
+        .ok_or_else(|| err!("host-local returned no address in {subnet}"))
 }
 
-/// Releases everything host-local holds under `handle` (idempotent). `range` only has to be a
-/// valid config; host-local releases by ID across its whole store.
-pub fn release(cfg: &Config, runner: &Runner, handle: &str, range: &Range) -> Result<()> {
-    let conf = ipam_conf(cfg, std::slice::from_ref(range));
+/// Releases everything host-local holds under `handle` in `store` (idempotent).
+pub fn release(runner: &Runner, store: &StoreRef, handle: &str) -> Result<()> {
+    let ipam = Ipam::for_release(store, None);
     runner
         .run(&Call {
             plugin: "host-local",
             command: "DEL",
             container_id: handle,
             netns: "",
-            ifname: IFNAME,
+            ifname: &store.ifname,
             args: "",
-            conf: &conf,
+            conf: &ipam.conf(),
         })
         .map(|_| ())
 }
@@ -179,10 +253,11 @@ pub fn any_range(ip: IpAddr) -> Range {
     Range::whole(subnet, None)
 }
 
-/// Reservations in the host-local store: `(ip, container ID, ifname)`. The store format is the
-/// reference's: `<dataDir>/<name>/<ip>` holding `<containerID>\r\n<ifname>`.
-pub fn store_entries(cfg: &Config) -> Vec<(IpAddr, String, String)> {
-    let dir = cfg.ipam_dir().join(cfg.store_name());
+/// Reservations in a host-local store: `(ip, container ID, ifname)` (the reference's format).
+/// In a shared store only the shim's (its ifname) are listed.
+pub fn store_entries(cfg: &Config, store: &StoreRef) -> Vec<(IpAddr, String, String)> {
+    let dir = store.data_dir.join(&store.name);
+    let shared = store.shared(cfg);
     let Ok(rd) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
@@ -198,6 +273,9 @@ pub fn store_entries(cfg: &Config) -> Vec<(IpAddr, String, String)> {
         let mut lines = content.lines();
         let id = lines.next().unwrap_or("").trim().to_string();
         let ifname = lines.next().unwrap_or(IFNAME).trim().to_string();
+        if shared && ifname != store.ifname {
+            continue;
+        }
         v.push((ip, id, ifname));
     }
     v.sort();
@@ -239,6 +317,7 @@ mod tests {
                 mtu: 1400,
                 ..Default::default()
             },
+            cni: None,
         };
         let r = Range::whole(
             "10.1.0.0/24".parse().unwrap(),

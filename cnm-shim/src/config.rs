@@ -21,6 +21,8 @@ pub struct Config {
     /// Pools handed out when a network is created without `--subnet`.
     pub default_pool: IpNetwork,
     pub default_pool_size: u8,
+    /// Where `-o cni.network=<name>` / `--ipam-opt cni.network=<name>` look the network up.
+    pub cni_conf_dir: PathBuf,
     pub debug: bool,
 }
 
@@ -37,6 +39,8 @@ Usage: cnm-shim [options]
   --exec-timeout SECS    limit for every plugin exec (default: 30)
   --default-pool CIDR    pools for networks created without --subnet (default: 172.30.0.0/16)
   --default-pool-size N  prefix length of those pools (default: 24)
+  --cni-conf-dir DIR     CNI network configurations for `-o cni.network=NAME` (networks
+                         shared with containerd & co.; default: /etc/cni/net.d)
   --debug                log every request
   -h, --help             this text
   -V, --version          print the version
@@ -51,6 +55,7 @@ impl Config {
         let mut timeout = 30u64;
         let mut default_pool: IpNetwork = "172.30.0.0/16".parse().expect("valid CIDR");
         let mut default_pool_size = 24u8;
+        let mut cni_conf_dir = PathBuf::from("/etc/cni/net.d");
         let mut debug = false;
         let mut it = args.into_iter();
         while let Some(a) = it.next() {
@@ -93,6 +98,7 @@ impl Config {
                         .parse()
                         .map_err(|e| err!("--default-pool-size {v:?}: {e}"))?;
                 }
+                "--cni-conf-dir" => cni_conf_dir = PathBuf::from(value("a directory")?),
                 "--debug" => debug = true,
                 other => return Err(err!("unknown argument {other:?}; see --help")),
             }
@@ -125,6 +131,7 @@ impl Config {
             exec_timeout: Duration::from_secs(timeout),
             default_pool,
             default_pool_size,
+            cni_conf_dir,
             debug,
         }))
     }
@@ -139,6 +146,13 @@ impl Config {
     /// reserved by IPAM calls that only know the pool) and the masquerade tag.
     pub fn store_name(&self) -> String {
         format!("cnm-{}", self.name)
+    }
+
+    /// `CNI_IFNAME` of the shim's calls on a store shared with other runtimes: host-local keys
+    /// reservations by container ID + ifname, so this marks the shim's own there (reconciliation
+    /// and pool releases never touch entries with another ifname).
+    pub fn bound_ifname(&self) -> String {
+        format!("cnm-{}", self.name).chars().take(15).collect()
     }
 
     /// Our nftables table (port mappings, internal isolation).
@@ -172,6 +186,8 @@ mod tests {
         assert_eq!(c.ipam_dir(), PathBuf::from("/tmp/x/ipam"));
         assert_eq!(c.nft_table(), "cnm_t1");
         assert_eq!(c.store_name(), "cnm-t1");
+        assert_eq!(c.bound_ifname(), "cnm-t1");
+        assert_eq!(c.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
     }
 
     #[test]

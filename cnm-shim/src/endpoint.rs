@@ -21,7 +21,7 @@ use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
 
 use crate::api::{CreateEndpoint, EndpointRef};
-use crate::cni::{self, Range, IFNAME};
+use crate::cni::{self, Range, StoreRef, IFNAME};
 use crate::err;
 use crate::error::Result;
 use crate::exec::Call;
@@ -123,7 +123,23 @@ pub fn create(shim: &Shim, req: CreateEndpoint) -> Result<Value> {
             .collect()
     });
     let _pg = shim.pool_locks.lock_all(&pool_ids);
-    let conf = cni::bridge_conf(&shim.cfg, &net, &ranges(&net, addr4, addr6));
+    let (conf, ifname) = match &net.cni {
+        Some(b) => {
+            let subnets: Vec<IpNetwork> = [(addr4, &net.v4), (addr6, &net.v6)]
+                .into_iter()
+                .filter_map(|(a, sn)| a.and(sn.as_ref().map(|sn| sn.pool)))
+                .collect();
+            (
+                crate::bind::bridge_conf(&shim.cfg, b, &subnets),
+                shim.cfg.bound_ifname(),
+            )
+        }
+        None => (
+            cni::bridge_conf(&shim.cfg, &net, &ranges(&net, addr4, addr6)),
+            IFNAME.to_string(),
+        ),
+    };
+    let shared = net.cni.as_ref().map(|_| StoreRef::of_conf(&conf, &ifname));
     let ep = shim.update(|s| {
         let converted: Vec<Held> = ips
             .iter()
@@ -146,6 +162,7 @@ pub fn create(shim: &Shim, req: CreateEndpoint) -> Result<Value> {
             result: None,
             converted,
             ports: Vec::new(),
+            ifname: ifname.clone(),
         };
         s.endpoints.insert(eid.clone(), ep.clone());
         Ok(ep)
@@ -170,6 +187,7 @@ pub fn create(shim: &Shim, req: CreateEndpoint) -> Result<Value> {
                             })
                             .collect(),
                         endpoint: Some(eid.clone()),
+                        store: shared.clone(),
                     },
                 );
                 let e = s.endpoints.get_mut(&eid).expect("inserted above");
@@ -202,8 +220,9 @@ pub fn create(shim: &Shim, req: CreateEndpoint) -> Result<Value> {
 fn build(shim: &Shim, ep: &Endpoint, ips: &[IpAddr]) -> Result<(Value, String, netns::TempNetns)> {
     // The addresses docker holds under RequestAddress handles are given up here and taken
     // again by the bridge's host-local call, under the pool lock.
+    let store = store_of(ep);
     for h in &ep.converted {
-        cni::release(&shim.cfg, &shim.runner, &h.handle, &cni::any_range(h.ip))?;
+        cni::release(&shim.runner, &store, &h.handle)?;
     }
     crash_point("create-endpoint:released");
     // A link of ours left by an earlier, interrupted attempt for this very endpoint.
@@ -216,7 +235,7 @@ fn build(shim: &Shim, ep: &Endpoint, ips: &[IpAddr]) -> Result<(Value, String, n
         command: "ADD",
         container_id: &ep.id,
         netns: &netns_path,
-        ifname: IFNAME,
+        ifname: &ep.ifname,
         args: "",
         conf: &conf,
     })?;
@@ -243,8 +262,9 @@ fn move_in_background(shim: &Shim, ep: &Endpoint, tmp: netns::TempNetns) -> Resu
         .map_err(|e| err!("duplicate the netns fd: {e}"))?;
     let slot = shim.pending_moves.start(&ep.id);
     let link = ep.link.clone();
+    let ifname = ep.ifname.clone();
     std::thread::spawn(move || {
-        let r = tmp.move_out(IFNAME, &link, &host);
+        let r = tmp.move_out(&ifname, &link, &host);
         drop(tmp);
         crash_point("create-endpoint:moved");
         slot.finish(r);
@@ -262,19 +282,24 @@ pub fn undo_create(shim: &Shim, ep: &Endpoint) {
     if let Err(e) = bridge_del(shim, ep) {
         crate::warn!("undo endpoint {}: {e}", ep.id);
     }
-    let any = ep
-        .addr4
-        .or(ep.addr6)
-        .map(|a| cni::any_range(a.ip()))
-        .unwrap_or_else(|| cni::any_range(IpAddr::from([192, 0, 2, 1])));
-    if let Err(e) = cni::release(&shim.cfg, &shim.runner, &ep.id, &any) {
+    let store = store_of(ep);
+    if let Err(e) = cni::release(&shim.runner, &store, &ep.id) {
         crate::warn!("undo endpoint {}: {e}", ep.id);
     }
+    // The endpoint's ipam section covers its addresses (same store, same ranges).
+    let ipam = cni::Ipam {
+        store: store.clone(),
+        section: ep.conf["ipam"].clone(),
+    };
     for h in &ep.converted {
-        let range = shim.read(|s| s.pool_of(&h.ip).map(|p| Range::whole(p.subnet, p.gateway)));
-        let range = range.unwrap_or_else(|| cni::any_range(h.ip));
-        let _ = cni::release(&shim.cfg, &shim.runner, &h.handle, &range);
-        if let Err(e) = cni::reserve(&shim.cfg, &shim.runner, &h.handle, &range, Some(h.ip)) {
+        let subnet = [ep.addr4, ep.addr6]
+            .into_iter()
+            .flatten()
+            .find(|a| a.ip() == h.ip)
+            .and_then(|a| pool::network_of(a.ip(), a.prefix()).ok())
+            .unwrap_or_else(|| cni::any_range(h.ip).subnet);
+        let _ = cni::release(&shim.runner, &store, &h.handle);
+        if let Err(e) = cni::reserve(&shim.runner, &ipam, &h.handle, &subnet, Some(h.ip)) {
             crate::warn!(
                 "undo endpoint {}: cannot hold {} for docker again ({e}); forgetting it",
                 ep.id,
@@ -311,11 +336,16 @@ fn bridge_del(shim: &Shim, ep: &Endpoint) -> Result<()> {
             command: "DEL",
             container_id: &ep.id,
             netns: "",
-            ifname: IFNAME,
+            ifname: &ep.ifname,
             args: "",
             conf: &conf,
         })
         .map(|_| ())
+}
+
+/// The host-local store of an endpoint's addresses: what its bridge conf names.
+fn store_of(ep: &Endpoint) -> StoreRef {
+    StoreRef::of_conf(&ep.conf, &ep.ifname)
 }
 
 /// DeleteEndpoint: records the deletion and answers; the plumbing (bridge DEL, a few ms) is
@@ -398,12 +428,7 @@ pub fn remove(shim: &Shim, ep: &Endpoint) -> Result<()> {
         Ok(done)
     })?;
     if let Some(h) = finished {
-        let range = ep
-            .addr4
-            .or(ep.addr6)
-            .map(|a| cni::any_range(a.ip()))
-            .unwrap_or_else(|| cni::any_range(IpAddr::from([192, 0, 2, 1])));
-        cni::release(&shim.cfg, &shim.runner, &h, &range)?;
+        cni::release(&shim.runner, &store_of(ep), &h)?;
     }
     Ok(())
 }
@@ -490,9 +515,22 @@ pub fn masq_gc(shim: &Shim, except: Option<&str>) -> Result<()> {
             .collect()
     });
     let keep = |id: &str, ifname: &str| ifname == IFNAME && valid.contains(id);
+    // Bound networks' elements are tagged with the CNI network's name and shared with the
+    // other runtime's containers: only ours (our ifname) are candidates.
+    let ours = shim.cfg.bound_ifname();
+    let keep_shared = |id: &str, ifname: &str| ifname != ours || valid.contains(id);
+    let shared: std::collections::BTreeSet<String> = shim.read(|s| {
+        s.networks
+            .values()
+            .filter_map(|n| n.cni.as_ref().map(|b| b.network.clone()))
+            .collect()
+    });
     cni_nft::masq::MasqSetup::new()
         .and_then(|mut m| {
             m.gc(&shim.cfg.store_name(), &keep)?;
+            for name in &shared {
+                m.gc(name, &keep_shared)?;
+            }
             m.prune_subnets()
         })
         .map_err(|e| err!("masquerade cleanup: {e}"))
@@ -519,6 +557,7 @@ mod tests {
             result: None,
             converted: vec![],
             ports: vec![],
+            ifname: "eth0".into(),
         };
         s.endpoints.insert("other".into(), other);
         assert_eq!(link_name(&s, eid), "cnmcdef01234567");

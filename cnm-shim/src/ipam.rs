@@ -56,7 +56,10 @@ pub fn request_pool(shim: &Shim, req: RequestPool) -> Result<Value> {
     } else {
         req.address_space.clone()
     };
-    let subnet = if req.pool.is_empty() {
+    let binding = crate::bind::pool_binding(&shim.cfg, &req)?;
+    let subnet = if let Some(b) = &binding {
+        crate::bind::pool_subnet(b, &req)?
+    } else if req.pool.is_empty() {
         if req.v6 {
             return Err(err!(
                 "the cnm IPAM driver has no default IPv6 pool: pass an IPv6 --subnet (e.g. --ipv6 --subnet fd00:213::/64)"
@@ -101,6 +104,7 @@ pub fn request_pool(shim: &Shim, req: RequestPool) -> Result<Value> {
         gateway: None,
         v6: req.v6,
         created: 0,
+        cni: binding.clone(),
     };
     let _g = shim.pool_locks.lock(&id);
     let now = unix_now();
@@ -121,7 +125,17 @@ pub fn request_pool(shim: &Shim, req: RequestPool) -> Result<Value> {
                 ));
             }
             let p = s.pools.get_mut(&id).expect("checked above");
-            if now.saturating_sub(p.created) < POOL_CLAIM_SECS {
+            let just_claimed = now.saturating_sub(p.created) < POOL_CLAIM_SECS;
+            if let (Some(b), true) = (&binding, req.pool.is_empty() && just_claimed) {
+                // dockerd re-asks when the pool we chose overlaps a host route, which the
+                // CNI network's bridge is once a container of the other runtime runs.
+                return Err(err!(
+                    "dockerd refuses the pool {subnet} of CNI network {} because its bridge already routes it; pass the subnet explicitly: {}",
+                    b.network,
+                    crate::bind::command(&shim.cfg, b)
+                ));
+            }
+            if just_claimed {
                 return Err(err!(
                     "subnet {subnet} was just requested for another network that is being created; choose another --subnet or retry in a minute"
                 ));
@@ -130,6 +144,7 @@ pub fn request_pool(shim: &Shim, req: RequestPool) -> Result<Value> {
             crate::warn!("pool {id} requested again and unused: reusing it");
             p.gateway = None;
             p.created = now;
+            p.cni = binding.clone();
             return Ok(pool_reply(p));
         }
         if let Some(p) = s.pools.values().find(|p| pool::overlaps(&p.subnet, &subnet)) {
@@ -141,7 +156,14 @@ pub fn request_pool(shim: &Shim, req: RequestPool) -> Result<Value> {
         s.pools.insert(id.clone(), Pool { created: now, ..new });
         Ok(pool_reply(&s.pools[&id]))
     })?;
-    crate::info!("pool {id} requested");
+    match &binding {
+        Some(b) => crate::info!(
+            "pool {id} requested: shares the store of CNI network {} ({})",
+            b.network,
+            b.file.display()
+        ),
+        None => crate::info!("pool {id} requested"),
+    }
     Ok(reply)
 }
 
@@ -160,7 +182,6 @@ pub fn release_pool(shim: &Shim, req: PoolRef) -> Result<Value> {
         }
         Ok(())
     })?;
-    let range = Range::whole(p.subnet, p.gateway);
     let mut errors = Vec::new();
     for h in shim.read(|s| {
         s.reservations
@@ -169,16 +190,20 @@ pub fn release_pool(shim: &Shim, req: PoolRef) -> Result<Value> {
             .map(|r| r.handle.clone())
             .collect::<Vec<_>>()
     }) {
-        if let Err(e) = release_handle(shim, &h, &range) {
+        if let Err(e) = release_handle(shim, &h) {
             errors.push(e.0);
         }
     }
     // Store entries in the pool that no reservation explains (e.g. a crash between the ADD
-    // and the state update) go too.
+    // and the state update) go too; in a shared store only the shim's own (its ifname).
+    let store = p.cni.as_ref().map_or_else(
+        || cni::StoreRef::own(&shim.cfg),
+        |b| crate::bind::store(&shim.cfg, b),
+    );
     let known = shim.read(|s| s.reservations.keys().cloned().collect::<Vec<_>>());
-    for (ip, id, _) in cni::store_entries(&shim.cfg) {
+    for (ip, id, _) in cni::store_entries(&shim.cfg, &store) {
         if p.subnet.contains(ip) && !known.contains(&id) {
-            if let Err(e) = cni::release(&shim.cfg, &shim.runner, &id, &range) {
+            if let Err(e) = cni::release(&shim.runner, &store, &id) {
                 errors.push(e.0);
             }
         }
@@ -193,12 +218,13 @@ pub fn release_pool(shim: &Shim, req: PoolRef) -> Result<Value> {
 
 /// Forgets `handle`, then runs host-local DEL for it. (A crash in between leaves a store entry
 /// no reservation explains: startup reconciliation releases those.)
-pub fn release_handle(shim: &Shim, handle: &str, range: &Range) -> Result<()> {
-    shim.update(|s| {
-        s.reservations.remove(handle);
-        Ok(())
+pub fn release_handle(shim: &Shim, handle: &str) -> Result<()> {
+    let store = shim.update(|s| {
+        Ok(s.reservations
+            .remove(handle)
+            .map_or_else(|| cni::StoreRef::own(&shim.cfg), |r| shim.store_of(&r)))
     })?;
-    cni::release(&shim.cfg, &shim.runner, handle, range)
+    cni::release(&shim.runner, &store, handle)
 }
 
 fn parse_ip(s: &str, what: &str) -> Result<IpAddr> {
@@ -228,7 +254,10 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
         req.options.get("RequestAddressType").map(String::as_str) == Some(api::GATEWAY_REQUEST);
     let _g = shim.pool_locks.lock(&p.id);
     if is_gateway {
-        let gw = want.unwrap_or_else(|| pool::first_host(&p.subnet));
+        let gw = match &p.cni {
+            Some(b) => crate::bind::gateway(b, &p.subnet, want)?,
+            None => want.unwrap_or_else(|| pool::first_host(&p.subnet)),
+        };
         shim.update(|s| {
             if let Some(r) = s.holder_of(&gw) {
                 return Err(err!(
@@ -266,7 +295,12 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
         }
         _ => Range::whole(p.subnet, p.gateway),
     };
-    match cni::reserve(&shim.cfg, &shim.runner, &handle, &range, want) {
+    let ipam = match &p.cni {
+        Some(b) => crate::bind::ipam(&shim.cfg, b, &[p.subnet]),
+        None => cni::Ipam::own(&shim.cfg, &[range]),
+    };
+    let shared = p.cni.as_ref().map(|_| ipam.store.clone());
+    match cni::reserve(&shim.runner, &ipam, &handle, &p.subnet, want) {
         Ok(addr) => {
             crash_point("request-address:reserved");
             let saved = shim.update(|s| {
@@ -281,19 +315,20 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
                             released: false,
                         }],
                         endpoint: None,
+                        store: shared,
                     },
                 );
                 Ok(())
             });
             if let Err(e) = saved {
-                let _ = cni::release(&shim.cfg, &shim.runner, &handle, &range);
+                let _ = cni::release(&shim.runner, &ipam.store, &handle);
                 return Err(e);
             }
             crate::debug!("pool {}: {} reserved as {handle}", p.id, addr.ip());
             Ok(json!({"Address": format!("{}/{}", addr.ip(), p.subnet.prefix()), "Data": {}}))
         }
         Err(e) => {
-            if let Err(e2) = cni::release(&shim.cfg, &shim.runner, &handle, &range) {
+            if let Err(e2) = cni::release(&shim.runner, &ipam.store, &handle) {
                 crate::warn!("rollback of {handle}: {e2}");
             }
             let what = want.map_or_else(|| "an address".to_string(), |ip| format!("address {ip}"));
@@ -340,17 +375,15 @@ pub fn release_address(shim: &Shim, req: ReleaseAddress) -> Result<Value> {
                     .get(e)
                     .is_some_and(|ep| ep.phase == crate::state::Phase::Ready)
             });
-            let done = r.finished().then_some(handle);
-            if let Some(h) = &done {
+            let done = r.finished().then(|| (handle, shim.store_of(r)));
+            if let Some((h, _)) = &done {
                 s.reservations.remove(h);
             }
             Ok((done, orphan))
         })?;
         crash_point("release-address:marked");
-        if let Some(handle) = done {
-            let range =
-                pool.map_or_else(|| cni::any_range(ip), |p| Range::whole(p.subnet, p.gateway));
-            cni::release(&shim.cfg, &shim.runner, &handle, &range)?;
+        if let Some((handle, store)) = done {
+            cni::release(&shim.runner, &store, &handle)?;
             crate::debug!("{ip} released ({handle})");
         }
         orphan

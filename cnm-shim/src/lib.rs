@@ -10,7 +10,9 @@
 //! (`-o` options), `locks`, `shim` (shared context), `config`, `log`, `error`.
 
 pub mod api;
+pub mod bind;
 pub mod cni;
+pub mod cniconf;
 pub mod config;
 pub mod endpoint;
 pub mod error;

@@ -58,7 +58,18 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
         .get(api::OPT_GENERIC)
         .and_then(Value::as_object)
         .unwrap_or(&empty);
-    let opts = netopts::parse(generic)?;
+    // `cni.network` binds the network to a CNI network (crate::bind); the rest are bridge options.
+    let mut generic = generic.clone();
+    let cni_name = match generic.remove(crate::bind::OPT_CNI_NETWORK) {
+        None => None,
+        Some(Value::String(n)) if !n.is_empty() => Some(n),
+        Some(v) => {
+            return Err(err!(
+                "network option cni.network={v}: give the name of a CNI network"
+            ))
+        }
+    };
+    let opts = netopts::parse(&generic)?;
     let internal = req.options.get(api::OPT_INTERNAL).and_then(Value::as_bool) == Some(true);
     let v4 = subnet(&req.ipv4_data, "IPv4")?;
     let v6 = subnet(&req.ipv6_data, "IPv6")?;
@@ -67,14 +78,28 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
             "CreateNetwork {id}: no subnet; give the network a --subnet"
         ));
     }
-    let bridge = opts
-        .bridge
-        .clone()
-        .unwrap_or_else(|| format!("cnm-{}", &id[..11]));
     let _g = shim.net_locks.lock(&id);
     if shim.read(|s| s.networks.contains_key(&id)) {
         return Ok(json!({}));
     }
+    let binding = shim.read(|s| {
+        crate::bind::network(
+            &shim.cfg,
+            s,
+            cni_name.as_deref(),
+            &generic,
+            &opts,
+            &req,
+            internal,
+        )
+    })?;
+    let bridge = match &binding {
+        Some(b) => b.bridge_name(),
+        None => opts
+            .bridge
+            .clone()
+            .unwrap_or_else(|| format!("cnm-{}", &id[..11])),
+    };
     let mut net = Network {
         id: id.clone(),
         phase: Phase::Ready,
@@ -85,6 +110,7 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
         v4,
         v6,
         opts,
+        cni: binding,
     };
     let (conflicts, ipam): (Vec<(Network, bool)>, bool) = shim.read(|s| {
         let conflicts = s
@@ -138,8 +164,16 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
             .map_err(|e| err!("isolate internal network bridge {bridge}: {e}"))?;
     }
     crate::info!(
-        "network {id} created: bridge {bridge}{}",
-        if internal { " (internal)" } else { "" }
+        "network {id} created: bridge {bridge}{}{}",
+        if internal { " (internal)" } else { "" },
+        net.cni
+            .as_ref()
+            .map(|b| format!(
+                ", bound to CNI network {} ({})",
+                b.network,
+                b.file.display()
+            ))
+            .unwrap_or_default()
     );
     Ok(json!({}))
 }
@@ -178,14 +212,19 @@ pub fn teardown(shim: &Shim, net: &Network) -> Result<()> {
             errors.push(e.0);
         }
     }
-    if !net.bridge_preexisted {
+    // A bound network's bridge and its forwarding rules belong to the CNI network: the other
+    // runtime's containers keep using them (CNI never deletes bridges either).
+    let shared = net.cni.is_some();
+    if !net.bridge_preexisted && !shared {
         if let Err(e) = netns::delete_link(&net.bridge, "bridge") {
             errors.push(e.0);
         }
     }
     crate::shim::crash_point("delete-network:bridge-deleted");
-    if let Err(e) = cni_nft::forward::remove_bridge_forwarding(&net.bridge) {
-        errors.push(format!("remove forwarding rules of {}: {e}", net.bridge));
+    if !shared {
+        if let Err(e) = cni_nft::forward::remove_bridge_forwarding(&net.bridge) {
+            errors.push(format!("remove forwarding rules of {}: {e}", net.bridge));
+        }
     }
     if let Err(e) = cni_nft::portmap::remove_dnat_accept(&net.bridge) {
         errors.push(format!("remove DNAT accept rules of {}: {e}", net.bridge));

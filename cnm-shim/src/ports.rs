@@ -252,6 +252,7 @@ mod tests {
             result: None,
             converted: vec![],
             ports: vec![],
+            ifname: "eth0".into(),
         }
     }
 
@@ -269,6 +270,7 @@ mod tests {
             }),
             v6: None,
             opts: NetOpts::default(),
+            cni: None,
         }
     }
 

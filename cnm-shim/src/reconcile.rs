@@ -8,19 +8,13 @@
 
 use std::collections::HashSet;
 
-use crate::cni::{self, Range};
+use crate::cni;
 use crate::endpoint;
 use crate::ipam;
 use crate::network;
 use crate::ports;
 use crate::shim::Shim;
 use crate::state::{Phase, ResPhase};
-
-fn range_for(shim: &Shim, ip: Option<std::net::IpAddr>) -> Range {
-    let ip = ip.unwrap_or(std::net::IpAddr::from([192, 0, 2, 1]));
-    shim.read(|s| s.pool_of(&ip).map(|p| Range::whole(p.subnet, p.gateway)))
-        .unwrap_or_else(|| cni::any_range(ip))
-}
 
 pub fn run(shim: &Shim) {
     // 1. RequestAddress calls cut short (state files of older versions): docker never got
@@ -34,8 +28,7 @@ pub fn run(shim: &Shim) {
     });
     for h in allocating {
         crate::info!("reconcile: releasing interrupted address request {h}");
-        let range = range_for(shim, None);
-        if let Err(e) = ipam::release_handle(shim, &h, &range) {
+        if let Err(e) = ipam::release_handle(shim, &h) {
             crate::warn!("reconcile: {e}");
         }
     }
@@ -72,28 +65,35 @@ pub fn run(shim: &Shim) {
         }
     }
     // 4. Reservations nobody needs any more (release interrupted after the state update).
-    let finished: Vec<(String, Option<std::net::IpAddr>)> = shim.read(|s| {
+    let finished: Vec<String> = shim.read(|s| {
         s.reservations
             .values()
             .filter(|r| r.finished())
-            .map(|r| (r.handle.clone(), r.ips.first().map(|i| i.ip)))
+            .map(|r| r.handle.clone())
             .collect()
     });
-    for (h, ip) in finished {
-        if let Err(e) = ipam::release_handle(shim, &h, &range_for(shim, ip)) {
+    for h in finished {
+        if let Err(e) = ipam::release_handle(shim, &h) {
             crate::warn!("reconcile: {e}");
         }
     }
-    // 5. Store entries no reservation explains.
+    // 5. Store entries no reservation explains. In a store shared with another runtime
+    //    (bound networks) only entries with the shim's ifname are its own; the others belong
+    //    to that runtime's containers and are never touched.
     let known: HashSet<String> = shim.read(|s| s.reservations.keys().cloned().collect());
-    let mut done = HashSet::new();
-    for (ip, id, _) in cni::store_entries(&shim.cfg) {
-        if known.contains(&id) || !done.insert(id.clone()) {
-            continue;
-        }
-        crate::info!("reconcile: releasing {ip}, reserved by {id} which nothing owns");
-        if let Err(e) = cni::release(&shim.cfg, &shim.runner, &id, &range_for(shim, Some(ip))) {
-            crate::warn!("reconcile: {e}");
+    for store in shim.stores() {
+        let mut done = HashSet::new();
+        for (ip, id, _) in cni::store_entries(&shim.cfg, &store) {
+            if known.contains(&id) || !done.insert(id.clone()) {
+                continue;
+            }
+            crate::info!(
+                "reconcile: releasing {ip} in store {}, reserved by {id} which nothing owns",
+                store.name
+            );
+            if let Err(e) = cni::release(&shim.runner, &store, &id) {
+                crate::warn!("reconcile: {e}");
+            }
         }
     }
     // 6. nftables: published ports and internal marks of what still exists.

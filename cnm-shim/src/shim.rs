@@ -75,6 +75,35 @@ impl Shim {
         Ok(out)
     }
 
+    /// The store a reservation lives in.
+    pub fn store_of(&self, r: &crate::state::Reservation) -> crate::cni::StoreRef {
+        r.store
+            .clone()
+            .unwrap_or_else(|| crate::cni::StoreRef::own(&self.cfg))
+    }
+
+    /// The shim's own store plus every shared store a pool, network or reservation of the
+    /// state uses.
+    pub fn stores(&self) -> Vec<crate::cni::StoreRef> {
+        let mut v = vec![crate::cni::StoreRef::own(&self.cfg)];
+        let extra: Vec<crate::cni::StoreRef> = self.read(|s| {
+            let pools = s.pools.values().filter_map(|p| p.cni.as_ref());
+            let nets = s.networks.values().filter_map(|n| n.cni.as_ref());
+            let mut e: Vec<_> = pools
+                .chain(nets)
+                .map(|b| crate::bind::store(&self.cfg, b))
+                .collect();
+            e.extend(s.reservations.values().filter_map(|r| r.store.clone()));
+            e
+        });
+        for st in extra {
+            if !v.contains(&st) {
+                v.push(st);
+            }
+        }
+        v
+    }
+
     pub fn lock_nft(&self) -> MutexGuard<'_, ()> {
         self.nft.lock().unwrap_or_else(|p| p.into_inner())
     }

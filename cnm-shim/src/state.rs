@@ -21,6 +21,8 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::cni::StoreRef;
+use crate::cniconf::CniBinding;
 use crate::err;
 use crate::error::{Ctx, Result};
 use crate::netopts::NetOpts;
@@ -57,6 +59,9 @@ pub struct Network {
     pub v4: Option<Subnet>,
     pub v6: Option<Subnet>,
     pub opts: NetOpts,
+    /// Bound to a CNI network (`-o cni.network`): its bridge, options and host-local store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniBinding>,
 }
 
 /// A reservation (host-local `CNI_CONTAINERID`) an endpoint took over from `RequestAddress`.
@@ -93,6 +98,13 @@ pub struct Endpoint {
     /// `RequestAddress` reservations this endpoint converted into its own.
     pub converted: Vec<Held>,
     pub ports: Vec<PortMap>,
+    /// `CNI_IFNAME` of its bridge and host-local calls.
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+}
+
+fn default_ifname() -> String {
+    crate::cni::IFNAME.to_string()
 }
 
 /// An IPAM pool (`RequestPool`).
@@ -108,6 +120,9 @@ pub struct Pool {
     /// UNIX seconds of the RequestPool.
     #[serde(default)]
     pub created: u64,
+    /// The CNI network whose store the pool's addresses come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<CniBinding>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +150,9 @@ pub struct Reservation {
     pub ips: Vec<ResIp>,
     /// The live endpoint using these addresses.
     pub endpoint: Option<String>,
+    /// The shared store it is in (a bound network's); `None`: the shim's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreRef>,
 }
 
 impl Reservation {
@@ -287,6 +305,7 @@ mod tests {
                     released: false,
                 }],
                 endpoint: None,
+                store: None,
             },
         );
         s.pools.insert(
@@ -299,6 +318,7 @@ mod tests {
                 gateway: None,
                 v6: false,
                 created: 0,
+                cni: None,
             },
         );
         store.save(&s).unwrap();

@@ -124,6 +124,8 @@ pub struct World {
     containerd: Option<Proc>,
     dockerd: Option<Proc>,
     shim: Option<Proc>,
+    /// Extra cnm-shim flags (e.g. `--cni-conf-dir`), set before `start_shim`.
+    pub shim_extra: Vec<String>,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -158,6 +160,7 @@ impl World {
             containerd: None,
             dockerd: None,
             shim: None,
+            shim_extra: Vec::new(),
             _serial: serial,
         };
         w.start_containerd();
@@ -271,7 +274,8 @@ impl World {
             .arg(self.path("shim"))
             .arg("--cni-path")
             .arg(bin_dir())
-            .args(["--exec-timeout", "30", "--debug"]);
+            .args(["--exec-timeout", "30", "--debug"])
+            .args(&self.shim_extra);
     }
 
     /// Starts the shim with extra environment (e.g. `CNM_SHIM_CRASH_AT`).
