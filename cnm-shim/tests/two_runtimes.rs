@@ -60,8 +60,7 @@ fn docker_and_containerd_share_one_network() {
     let mut c = Containerd::start(&w.ns, "2rt");
     c.install("bridge", &bin("bridge"));
     c.install("host-local", &bin("host-local"));
-    // TEMPORARY stand-in until our loopback is merged (lead: switch to bin("loopback")).
-    c.install("loopback", std::path::Path::new("/usr/lib/cni/loopback"));
+    c.install("loopback", &bin("loopback"));
     let store = TempDir::new("2rtstore");
     let net = unique("shared");
     let br = unique("br2rt");

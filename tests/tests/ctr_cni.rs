@@ -12,9 +12,7 @@ use cni_tests::containerd::Containerd;
 use cni_tests::{bin, nft_set_elements, unique, Netns, TempDir};
 use serde_json::{json, Value};
 
-/// TEMPORARY (lead: switch to ours once merged): `loopback` and `portmap` are being written by
-/// other helpers; until then the Go reference binaries stand in. The final test must use
-/// `bin("loopback")` and `bin("portmap")`.
+/// TEMPORARY until our portmap lands: the Go reference stands in for it.
 fn stand_in(name: &str) -> PathBuf {
     const REFERENCE_STAND_INS: &str = "/usr/lib/cni";
     Path::new(REFERENCE_STAND_INS).join(name)
@@ -50,7 +48,7 @@ fn ctr_run_cni_connectivity_ports_and_cleanup() {
     let mut c = Containerd::start(&host, "ctr");
     c.install("bridge", &bin("bridge"));
     c.install("host-local", &bin("host-local"));
-    c.install("loopback", &stand_in("loopback"));
+    c.install("loopback", &bin("loopback"));
     c.install("portmap", &stand_in("portmap"));
     let net = unique("ctrnet");
     let br = unique("ctrbr");
