@@ -14,7 +14,7 @@ done
 tar -C "$work/rootfs" --numeric-owner --owner=0 --group=0 -cf "$work/img/layer.tar" .
 diff_id="sha256:$(sha256sum "$work/img/layer.tar" | cut -d' ' -f1)"
 cat > "$work/img/config.json" <<JSON
-{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"],"Env":["PATH=/bin"]},
+{"architecture":"$(dpkg --print-architecture)","os":"linux","config":{"Cmd":["sh"],"Env":["PATH=/bin"]},
  "rootfs":{"type":"layers","diff_ids":["$diff_id"]}}
 JSON
 cat > "$work/img/manifest.json" <<JSON
