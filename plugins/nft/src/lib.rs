@@ -22,6 +22,7 @@ pub mod socket;
 pub mod spoofchk;
 mod sys;
 pub mod types;
+pub mod vxlan_guard;
 mod udata;
 
 pub use batch::{Batch, Create};
