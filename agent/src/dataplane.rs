@@ -117,7 +117,12 @@ fn ensure_link(nl: &mut Netlink, d: &Desired, ch: &mut Changes) -> Result<u32> {
     Ok(l.index)
 }
 
-fn ensure_tunnel_ip(nl: &mut Netlink, idx: u32, want: Option<Ipv4Addr>, ch: &mut Changes) -> Result<()> {
+fn ensure_tunnel_ip(
+    nl: &mut Netlink,
+    idx: u32,
+    want: Option<Ipv4Addr>,
+    ch: &mut Changes,
+) -> Result<()> {
     let have = nl.addresses(Some(idx), Some(Family::V4))?;
     for a in &have {
         if Some(a.ip) != want.map(IpAddr::V4) || a.prefix_len != 32 {
@@ -126,7 +131,10 @@ fn ensure_tunnel_ip(nl: &mut Netlink, idx: u32, want: Option<Ipv4Addr>, ch: &mut
         }
     }
     if let Some(ip) = want {
-        if !have.iter().any(|a| a.ip == IpAddr::V4(ip) && a.prefix_len == 32) {
+        if !have
+            .iter()
+            .any(|a| a.ip == IpAddr::V4(ip) && a.prefix_len == 32)
+        {
             nl.add_address(idx, IpAddr::V4(ip), 32, false)?;
             ch.added += 1;
         }
@@ -142,7 +150,8 @@ pub fn reconcile(d: &Desired) -> Result<Changes> {
     let idx = ensure_link(&mut nl, d, &mut ch)?;
     ensure_tunnel_ip(&mut nl, idx, d.tunnel_ip, &mut ch)?;
 
-    let want_neigh: BTreeSet<(Ipv4Addr, Mac)> = d.peers.iter().map(|p| (p.tunnel_ip, p.mac)).collect();
+    let want_neigh: BTreeSet<(Ipv4Addr, Mac)> =
+        d.peers.iter().map(|p| (p.tunnel_ip, p.mac)).collect();
     let want_fdb: BTreeSet<(Mac, Ipv4Addr)> = d.peers.iter().map(|p| (p.mac, p.vtep)).collect();
     let want_route: BTreeSet<(Ipv4Network, Ipv4Addr)> =
         d.peers.iter().map(|p| (p.block, p.tunnel_ip)).collect();
@@ -161,7 +170,9 @@ pub fn reconcile(d: &Desired) -> Result<Changes> {
         .into_iter()
         .filter(|n| n.permanent)
         .filter_map(|n| match (n.mac, n.ip) {
-            (Some(m), Some(IpAddr::V4(ip))) if m != [0; 6] && Some(m) != Some(d.mac) => Some((m, ip)),
+            (Some(m), Some(IpAddr::V4(ip))) if m != [0; 6] && Some(m) != Some(d.mac) => {
+                Some((m, ip))
+            }
             _ => None,
         })
         .collect();
@@ -174,7 +185,9 @@ pub fn reconcile(d: &Desired) -> Result<Changes> {
         .iter()
         .filter(|r| r.onlink)
         .filter_map(|r| match (r.dst, r.gateway) {
-            (Some((IpAddr::V4(n), l)), Some(IpAddr::V4(g))) => Some((Ipv4Network::new(n, l).ok()?, g)),
+            (Some((IpAddr::V4(n), l)), Some(IpAddr::V4(g))) => {
+                Some((Ipv4Network::new(n, l).ok()?, g))
+            }
             _ => None,
         })
         .collect();
@@ -183,7 +196,9 @@ pub fn reconcile(d: &Desired) -> Result<Changes> {
     // to another host never has two next hops.
     for r in &routes {
         let key = match (r.dst, r.gateway) {
-            (Some((IpAddr::V4(n), l)), Some(IpAddr::V4(g))) => Ipv4Network::new(n, l).ok().map(|n| (n, g)),
+            (Some((IpAddr::V4(n), l)), Some(IpAddr::V4(g))) => {
+                Ipv4Network::new(n, l).ok().map(|n| (n, g))
+            }
             _ => None,
         };
         if key.is_none_or(|k| !want_route.contains(&k) || !r.onlink) {

@@ -15,5 +15,6 @@ pub fn sync(vni: u32, port: u16, vteps: &[Ipv4Addr]) -> Result<()> {
 }
 
 pub fn remove(vni: u32) -> Result<()> {
-    cni_nft::vxlan_guard::remove(vni).with_context(|| format!("remove nftables VXLAN guard for vni {vni}"))
+    cni_nft::vxlan_guard::remove(vni)
+        .with_context(|| format!("remove nftables VXLAN guard for vni {vni}"))
 }

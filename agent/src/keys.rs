@@ -53,7 +53,6 @@ pub struct ReleasedValue {
     pub at: u64,
 }
 
-
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -23,7 +23,11 @@ use crate::net::{Net, Settings};
 use crate::store::Etcd;
 
 #[derive(Parser, Debug)]
-#[command(name = "cnm-agent", version, about = "Node agent of cluster networks (etcd block leases + kernel VXLAN)")]
+#[command(
+    name = "cnm-agent",
+    version,
+    about = "Node agent of cluster networks (etcd block leases + kernel VXLAN)"
+)]
 struct Args {
     /// etcd endpoints, comma-separated (http://host:port).
     #[arg(long, value_delimiter = ',', required = true)]
@@ -79,12 +83,16 @@ fn parse_network(s: &str) -> Result<(String, Option<NetConfig>)> {
         subnet,
         block: 26.max(subnet.prefix()),
         vni: 0,
-        gateway: subnet.nth(1).ok_or_else(|| anyhow!("--network {s}: subnet too small"))?,
+        gateway: subnet
+            .nth(1)
+            .ok_or_else(|| anyhow!("--network {s}: subnet too small"))?,
         port: 4789,
         mode: "blocks".into(),
     };
     for p in parts {
-        let (k, v) = p.split_once('=').ok_or_else(|| anyhow!("--network {s}: {p:?} is not key=value"))?;
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--network {s}: {p:?} is not key=value"))?;
         let bad = |e: &dyn std::fmt::Display| anyhow!("--network {s}: {k}: {e}");
         match k {
             "block" => c.block = v.trim_start_matches('/').parse().map_err(|e| bad(&e))?,
@@ -121,8 +129,11 @@ async fn discover(etcd: &Etcd) -> Result<Vec<(String, Option<NetConfig>)>> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let nets: Vec<(String, Option<NetConfig>)> =
-        args.networks.iter().map(|s| parse_network(s)).collect::<Result<_>>()?;
+    let nets: Vec<(String, Option<NetConfig>)> = args
+        .networks
+        .iter()
+        .map(|s| parse_network(s))
+        .collect::<Result<_>>()?;
     let (vtep, mtu) = {
         let u = args.underlay.clone();
         tokio::task::spawn_blocking(move || dataplane::underlay(&u)).await??
@@ -186,9 +197,14 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cnm-agent: tokio runtime: {e}");

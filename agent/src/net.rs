@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use cni_cluster::model::{self, Health, HostBlocks, LocalNetwork, LostBlock, NetConfig};
-use etcd_client::{Compare, CompareOp, EventType, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, WatchStream};
+use etcd_client::{
+    Compare, CompareOp, EventType, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
+    WatchStream,
+};
 use ipnetwork::Ipv4Network;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
@@ -86,14 +89,18 @@ pub async fn ensure_config(etcd: &Etcd, net: &str, want: Option<&NetConfig>) -> 
                 }
             }
             let Some(kv) = etcd.get(&key).await? else {
-                return Err(anyhow!("no config at {key} yet; create it with --network {net}=SUBNET[,block=N,vni=N]"));
+                return Err(anyhow!(
+                    "no config at {key} yet; create it with --network {net}=SUBNET[,block=N,vni=N]"
+                ));
             };
             let have: NetConfig = match serde_json::from_slice(kv.value()) {
                 Ok(h) => h,
                 Err(e) => return Ok(Err(anyhow!("network {net}: bad config at {key}: {e}"))),
             };
             if let Some(d) = want.and_then(|w| have.difference(w)) {
-                return Ok(Err(anyhow!("network {net}: config differs from etcd's {key}: {d}")));
+                return Ok(Err(anyhow!(
+                    "network {net}: config differs from etcd's {key}: {d}"
+                )));
             }
             Ok(Ok(have))
         }
@@ -187,7 +194,8 @@ impl Net {
         self.apply_dataplane().await;
         self.publish(&st_path);
 
-        let ka_every = Duration::from_millis((self.s.block_ttl as u64 * 1000 / 3).clamp(500, 60_000));
+        let ka_every =
+            Duration::from_millis((self.s.block_ttl as u64 * 1000 / 3).clamp(500, 60_000));
         let mut ka = tokio::time::interval(ka_every);
         let mut usage = tokio::time::interval(Duration::from_millis(500));
         let mut resync = tokio::time::interval(self.s.resync);
@@ -228,12 +236,21 @@ impl Net {
         self.etcd_back();
         self.all.clear();
         self.released.clear();
-        let (bp, rp) = (keys::blocks_prefix(&self.name), keys::released_prefix(&self.name));
+        let (bp, rp) = (
+            keys::blocks_prefix(&self.name),
+            keys::released_prefix(&self.name),
+        );
         for kv in &l.kvs {
             let k = key_str(kv.key());
             if let (true, Some(b)) = (k.starts_with(&bp), keys::parse_block(k)) {
                 if let Ok(v) = serde_json::from_slice::<BlockValue>(kv.value()) {
-                    self.all.insert(b, Seen { value: v, mod_rev: kv.mod_revision() });
+                    self.all.insert(
+                        b,
+                        Seen {
+                            value: v,
+                            mod_rev: kv.mod_revision(),
+                        },
+                    );
                 }
             } else if let (true, Some(b)) = (k.starts_with(&rp), keys::parse_block(k)) {
                 if let Ok(v) = serde_json::from_slice::<ReleasedValue>(kv.value()) {
@@ -263,7 +280,11 @@ impl Net {
             }
         }
         self.revision = l.revision;
-        self.watch = match self.etcd.watch(&keys::net_prefix(&self.name), l.revision + 1).await {
+        self.watch = match self
+            .etcd
+            .watch(&keys::net_prefix(&self.name), l.revision + 1)
+            .await
+        {
             Ok(w) => Some(w),
             Err(e) => {
                 self.etcd_failed("watch", &e);
@@ -311,14 +332,21 @@ impl Net {
             .filter(|(_, s)| s.value.host == self.s.host)
             .map(|(b, s)| (*b, s.mod_rev))
             .collect();
-        if self.tunnel_ip.is_none_or(|t| !ours.iter().any(|(b, _)| b.contains(t))) {
+        if self
+            .tunnel_ip
+            .is_none_or(|t| !ours.iter().any(|(b, _)| b.contains(t)))
+        {
             self.tunnel_ip = ours.first().map(|(b, _)| b.network());
             val.tunnel_ip = self.tunnel_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         }
         for (b, rev) in ours {
             let key = keys::block(&self.name, &b);
             let txn = Txn::new()
-                .when(vec![Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)])
+                .when(vec![Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    rev,
+                )])
                 .and_then(vec![TxnOp::put(
                     key.as_str(),
                     serde_json::to_vec(&val).unwrap_or_default(),
@@ -329,7 +357,9 @@ impl Net {
                     info!(network = %self.name, block = %b, "adopted block");
                     self.mine.insert(b, rev);
                 }
-                Ok(false) => warn!(network = %self.name, block = %b, "block changed while adopting it"),
+                Ok(false) => {
+                    warn!(network = %self.name, block = %b, "block changed while adopting it")
+                }
                 Err(e) => self.etcd_failed("adopt", &e),
             }
         }
@@ -337,7 +367,9 @@ impl Net {
 
     /// Claims one block: our previous ones first, then a random one among the first free.
     async fn claim(&mut self) -> Result<Option<Ipv4Network>> {
-        let Some(lease) = self.lease else { bail!("no lease") };
+        let Some(lease) = self.lease else {
+            bail!("no lease")
+        };
         for attempt in 0..10 {
             let cands = self.candidates(attempt);
             let Some(b) = cands.first().copied() else {
@@ -356,15 +388,28 @@ impl Net {
         self.config.claimable(b)
             && !self.all.contains_key(b)
             && !self.mine.contains_key(b)
-            && self.released.get(b).is_none_or(|(r, _)| r.host == self.s.host)
+            && self
+                .released
+                .get(b)
+                .is_none_or(|(r, _)| r.host == self.s.host)
     }
 
     fn candidates(&self, attempt: u64) -> Vec<Ipv4Network> {
-        let pref: Vec<Ipv4Network> = self.preferred.iter().filter(|b| self.free(b)).copied().collect();
+        let pref: Vec<Ipv4Network> = self
+            .preferred
+            .iter()
+            .filter(|b| self.free(b))
+            .copied()
+            .collect();
         if !pref.is_empty() {
             return pref;
         }
-        let free: Vec<Ipv4Network> = self.config.blocks().filter(|b| self.free(b)).take(100).collect();
+        let free: Vec<Ipv4Network> = self
+            .config
+            .blocks()
+            .filter(|b| self.free(b))
+            .take(100)
+            .collect();
         if free.is_empty() {
             return free;
         }
@@ -397,7 +442,10 @@ impl Net {
             }
             None => when.push(Compare::version(rkey.as_str(), CompareOp::Equal, 0)),
         }
-        let ok = self.etcd.txn(Txn::new().when(when).and_then(then), &key).await?;
+        let ok = self
+            .etcd
+            .txn(Txn::new().when(when).and_then(then), &key)
+            .await?;
         if ok {
             info!(network = %self.name, block = %b, "claimed block");
             self.mine.insert(b, 0);
@@ -412,11 +460,17 @@ impl Net {
     /// the maximum; forgets lost blocks nobody uses any more.
     async fn check_usage(&mut self) {
         let reserved = model::reserved_ips(&self.s.run_dir, &self.name);
-        self.lost.retain(|l| reserved.iter().any(|ip| l.cidr.contains(*ip)));
+        self.lost
+            .retain(|l| reserved.iter().any(|ip| l.cidr.contains(*ip)));
         if !self.etcd_ok || self.lease.is_none() || self.recover {
             return;
         }
-        let per_block = self.config.blocks().nth(1).map(|b| model::block_capacity(&b)).unwrap_or(1);
+        let per_block = self
+            .config
+            .blocks()
+            .nth(1)
+            .map(|b| model::block_capacity(&b))
+            .unwrap_or(1);
         let low = (per_block / 4).max(1);
         let free: usize = self.mine.keys().map(|b| model::free_in(b, &reserved)).sum();
         if !self.mine.is_empty() && (free >= low || self.mine.len() >= self.s.max_blocks) {
@@ -424,7 +478,9 @@ impl Net {
         }
         match self.claim().await {
             Ok(Some(_)) => {}
-            Ok(None) => warn!(network = %self.name, free, "no free block left in {}", self.config.subnet),
+            Ok(None) => {
+                warn!(network = %self.name, free, "no free block left in {}", self.config.subnet)
+            }
             Err(e) => self.etcd_failed("claim", &e),
         }
     }
@@ -444,7 +500,9 @@ impl Net {
             }
         }
         let t = self.etcd.timeout();
-        let Some((keeper, stream)) = self.keeper.as_mut() else { return };
+        let Some((keeper, stream)) = self.keeper.as_mut() else {
+            return;
+        };
         match store::keep_alive_once(t, keeper, stream).await {
             Ok(ttl) if ttl > 0 => {
                 let was_down = !self.etcd_ok;
@@ -501,7 +559,10 @@ impl Net {
                 continue;
             }
             if let Some(s) = self.all.get(&b) {
-                let reason = format!("leased to host {} while this host's lease was gone", s.value.host);
+                let reason = format!(
+                    "leased to host {} while this host's lease was gone",
+                    s.value.host
+                );
                 self.mine.insert(b, 0);
                 self.lose(b, reason);
                 continue;
@@ -510,7 +571,11 @@ impl Net {
                 Ok(true) => info!(network = %self.name, block = %b, "re-claimed block"),
                 Ok(false) => {
                     self.mine.insert(b, 0);
-                    let who = self.released.get(&b).map(|(r, _)| r.host.clone()).unwrap_or_default();
+                    let who = self
+                        .released
+                        .get(&b)
+                        .map(|(r, _)| r.host.clone())
+                        .unwrap_or_default();
                     self.lose(b, format!("could not re-claim it (quarantined for {who})"));
                 }
                 Err(e) => return self.etcd_failed("re-claim", &e),
@@ -541,7 +606,11 @@ impl Net {
         for (b, rev) in stale {
             let key = keys::block(&self.name, &b);
             let txn = Txn::new()
-                .when(vec![Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)])
+                .when(vec![Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    rev,
+                )])
                 .and_then(vec![TxnOp::put(
                     key.as_str(),
                     serde_json::to_vec(&want).unwrap_or_default(),
@@ -553,7 +622,10 @@ impl Net {
         }
     }
 
-    async fn on_watch(&mut self, msg: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>) {
+    async fn on_watch(
+        &mut self,
+        msg: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+    ) {
         let resp = match msg {
             Ok(Some(r)) => r,
             Ok(None) | Err(_) => {
@@ -574,16 +646,23 @@ impl Net {
             return;
         }
         self.etcd_back();
-        let (bp, rp) = (keys::blocks_prefix(&self.name), keys::released_prefix(&self.name));
+        let (bp, rp) = (
+            keys::blocks_prefix(&self.name),
+            keys::released_prefix(&self.name),
+        );
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             let k = key_str(kv.key()).to_string();
             self.revision = self.revision.max(kv.mod_revision());
-            let Some(b) = keys::parse_block(&k) else { continue };
+            let Some(b) = keys::parse_block(&k) else {
+                continue;
+            };
             if k.starts_with(&bp) {
                 match ev.event_type() {
                     EventType::Put => {
-                        let Ok(v) = serde_json::from_slice::<BlockValue>(kv.value()) else { continue };
+                        let Ok(v) = serde_json::from_slice::<BlockValue>(kv.value()) else {
+                            continue;
+                        };
                         if self.mine.contains_key(&b) {
                             if v.host == self.s.host {
                                 self.mine.insert(b, kv.mod_revision());
@@ -591,7 +670,13 @@ impl Net {
                                 self.lose(b, format!("now leased to host {}", v.host));
                             }
                         }
-                        self.all.insert(b, Seen { value: v, mod_rev: kv.mod_revision() });
+                        self.all.insert(
+                            b,
+                            Seen {
+                                value: v,
+                                mod_rev: kv.mod_revision(),
+                            },
+                        );
                     }
                     EventType::Delete => {
                         let prev = self.all.remove(&b);
@@ -599,7 +684,8 @@ impl Net {
                             warn!(network = %self.name, block = %b, "our block key vanished");
                             self.recover = true;
                         } else if let Some(p) = ev.prev_kv() {
-                            self.quarantine(b, p.lease(), prev.map(|s| s.value.host)).await;
+                            self.quarantine(b, p.lease(), prev.map(|s| s.value.host))
+                                .await;
                         }
                     }
                 }
@@ -635,7 +721,10 @@ impl Net {
             Ok(q) => q,
             Err(e) => return self.etcd_failed("quarantine lease", &e),
         };
-        let v = ReleasedValue { host: host.clone(), at: keys::now() };
+        let v = ReleasedValue {
+            host: host.clone(),
+            at: keys::now(),
+        };
         let key = keys::released(&self.name, &b);
         let bkey = keys::block(&self.name, &b);
         // Only while the block is still unclaimed; one peer wins, the others' txns fail.
@@ -650,7 +739,9 @@ impl Net {
                 Some(PutOptions::new().with_lease(q)),
             )]);
         match self.etcd.txn(txn, &key).await {
-            Ok(true) => info!(network = %self.name, block = %b, %host, secs = self.s.quarantine, "block quarantined"),
+            Ok(true) => {
+                info!(network = %self.name, block = %b, %host, secs = self.s.quarantine, "block quarantined")
+            }
             Ok(false) => {
                 let _ = self.etcd.revoke(q).await;
             }
@@ -681,7 +772,9 @@ impl Net {
             underlay: self.s.underlay.clone(),
             mtu: self.s.underlay_mtu.saturating_sub(50),
             mac: self.mac(),
-            tunnel_ip: self.tunnel_ip.filter(|t| self.mine.keys().any(|b| b.contains(*t))),
+            tunnel_ip: self
+                .tunnel_ip
+                .filter(|t| self.mine.keys().any(|b| b.contains(*t))),
             peers,
         }
     }
@@ -735,7 +828,10 @@ impl Net {
         let cmp = hb.clone();
         hb.updated = keys::now();
         let path = model::blocks_path(&self.s.run_dir, &self.name);
-        match serde_json::to_vec_pretty(&hb).map_err(std::io::Error::other).and_then(|b| model::write_atomic(&path, &b)) {
+        match serde_json::to_vec_pretty(&hb)
+            .map_err(std::io::Error::other)
+            .and_then(|b| model::write_atomic(&path, &b))
+        {
             Ok(()) => {
                 info!(network = %self.name, state = ?hb.state, blocks = ?hb.blocks, lost = hb.lost.len(), "published blocks.json");
                 self.published = Some(cmp);
@@ -766,13 +862,33 @@ impl Net {
             info!(network = %self.name, "containers still attached: keeping lease, blocks and data plane");
             return;
         }
-        if let Some(id) = self.lease {
-            match self.etcd.revoke(id).await {
-                Ok(()) => info!(network = %self.name, lease = format!("{id:x}"), "released all blocks (lease revoked)"),
+        // Delete our keys while the lease still lives, so peers see a deliberate release (no
+        // quarantine) rather than an expiry; revoke the emptied lease after they had time to look.
+        let mine: Vec<(Ipv4Network, i64)> = self.mine.iter().map(|(b, r)| (*b, *r)).collect();
+        for (b, rev) in mine {
+            let key = keys::block(&self.name, &b);
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    rev,
+                )])
+                .and_then(vec![TxnOp::delete(key.as_str(), None)]);
+            match self.etcd.txn(txn, &key).await {
+                Ok(true) => info!(network = %self.name, block = %b, "released block"),
+                Ok(false) => {
+                    warn!(network = %self.name, block = %b, "block changed under us; not deleting it")
+                }
                 Err(e) => {
-                    warn!(network = %self.name, "could not revoke lease: {e:#}; blocks expire after the TTL");
+                    warn!(network = %self.name, "could not release blocks: {e:#}; they expire after the TTL");
                     return;
                 }
+            }
+        }
+        if let Some(id) = self.lease {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Err(e) = self.etcd.revoke(id).await {
+                warn!(network = %self.name, "revoke lease: {e:#}");
             }
         }
         let link = self.config.vxlan_name();

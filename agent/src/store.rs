@@ -22,7 +22,11 @@ pub struct Listing {
     pub revision: i64,
 }
 
-async fn within<T>(t: Duration, what: &str, f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T> {
+async fn within<T>(
+    t: Duration,
+    what: &str,
+    f: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T> {
     match tokio::time::timeout(t, f).await {
         Ok(r) => r.with_context(|| format!("etcd {what}")),
         Err(_) => Err(anyhow!("etcd {what}: no answer within {}s", t.as_secs())),
@@ -74,23 +78,37 @@ impl Etcd {
 
     pub async fn txn(&self, txn: Txn, what: &str) -> Result<bool> {
         let mut c = self.client.clone();
-        Ok(within(self.timeout, &format!("txn {what}"), c.txn(txn)).await?.succeeded())
+        Ok(within(self.timeout, &format!("txn {what}"), c.txn(txn))
+            .await?
+            .succeeded())
     }
 
     pub async fn grant(&self, ttl: i64) -> Result<i64> {
         let mut c = self.client.clone();
-        Ok(within(self.timeout, "lease grant", c.lease_grant(ttl, None)).await?.id())
+        Ok(
+            within(self.timeout, "lease grant", c.lease_grant(ttl, None))
+                .await?
+                .id(),
+        )
     }
 
     /// Remaining TTL of a lease; <= 0 when it no longer exists.
     pub async fn ttl(&self, id: i64) -> Result<i64> {
         let mut c = self.client.clone();
-        Ok(within(self.timeout, "lease timetolive", c.lease_time_to_live(id, None)).await?.ttl())
+        Ok(within(
+            self.timeout,
+            "lease timetolive",
+            c.lease_time_to_live(id, None),
+        )
+        .await?
+        .ttl())
     }
 
     pub async fn revoke(&self, id: i64) -> Result<()> {
         let mut c = self.client.clone();
-        within(self.timeout, "lease revoke", c.lease_revoke(id)).await.map(drop)
+        within(self.timeout, "lease revoke", c.lease_revoke(id))
+            .await
+            .map(drop)
     }
 
     pub async fn keep_alive_stream(&self, id: i64) -> Result<(LeaseKeeper, LeaseKeepAliveStream)> {
@@ -104,7 +122,12 @@ impl Etcd {
             .with_prefix()
             .with_prev_key()
             .with_start_revision(from);
-        within(self.timeout, &format!("watch {prefix}"), c.watch(prefix, Some(opts))).await
+        within(
+            self.timeout,
+            &format!("watch {prefix}"),
+            c.watch(prefix, Some(opts)),
+        )
+        .await
     }
 
     pub fn timeout(&self) -> Duration {

@@ -56,7 +56,10 @@ impl NetConfig {
             return Err(format!("vni {} must be 1..16777215", self.vni));
         }
         if self.mode != "blocks" {
-            return Err(format!("mode {:?} is not supported (only \"blocks\")", self.mode));
+            return Err(format!(
+                "mode {:?} is not supported (only \"blocks\")",
+                self.mode
+            ));
         }
         Ok(())
     }
@@ -66,7 +69,9 @@ impl NetConfig {
         let n = 1u64 << (self.block - self.subnet.prefix());
         let size = 1u64 << (32 - self.block);
         let base = u32::from(self.subnet.network()) as u64;
-        (0..n).filter_map(move |i| Ipv4Network::new(Ipv4Addr::from((base + i * size) as u32), self.block).ok())
+        (0..n).filter_map(move |i| {
+            Ipv4Network::new(Ipv4Addr::from((base + i * size) as u32), self.block).ok()
+        })
     }
 
     /// A block may be leased unless it holds the anycast gateway.
@@ -86,7 +91,8 @@ impl NetConfig {
 
     /// Describes the first field where `other` differs, for the config-mismatch error.
     pub fn difference(&self, other: &NetConfig) -> Option<String> {
-        let d = |k: &str, a: String, b: String| Some(format!("{k}: etcd has {a}, this host wants {b}"));
+        let d =
+            |k: &str, a: String, b: String| Some(format!("{k}: etcd has {a}, this host wants {b}"));
         if self.subnet != other.subnet {
             return d("subnet", self.subnet.to_string(), other.subnet.to_string());
         }
@@ -97,7 +103,11 @@ impl NetConfig {
             return d("vni", self.vni.to_string(), other.vni.to_string());
         }
         if self.gateway != other.gateway {
-            return d("gateway", self.gateway.to_string(), other.gateway.to_string());
+            return d(
+                "gateway",
+                self.gateway.to_string(),
+                other.gateway.to_string(),
+            );
         }
         if self.port != other.port {
             return d("port", self.port.to_string(), other.port.to_string());
@@ -218,11 +228,11 @@ pub fn reserved_ips(run_dir: &Path, net: &str) -> Vec<Ipv4Addr> {
         let Ok(files) = std::fs::read_dir(d.path()) else {
             continue;
         };
-        out.extend(
-            files
-                .flatten()
-                .filter_map(|f| f.file_name().to_str().and_then(|n| n.parse::<Ipv4Addr>().ok())),
-        );
+        out.extend(files.flatten().filter_map(|f| {
+            f.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Ipv4Addr>().ok())
+        }));
     }
     out
 }
@@ -258,9 +268,15 @@ mod tests {
         assert_eq!(all[1].to_string(), "10.250.0.64/26");
         assert!(!c.claimable(&all[0]) && c.claimable(&all[1]));
         let (s, e) = block_range(&all[1]);
-        assert_eq!((s.to_string(), e.to_string()), ("10.250.0.65".into(), "10.250.0.126".into()));
+        assert_eq!(
+            (s.to_string(), e.to_string()),
+            ("10.250.0.65".into(), "10.250.0.126".into())
+        );
         assert_eq!(block_capacity(&all[1]), 62);
-        let r = vec!["10.250.0.65".parse().unwrap(), "10.250.0.1".parse().unwrap()];
+        let r = vec![
+            "10.250.0.65".parse().unwrap(),
+            "10.250.0.1".parse().unwrap(),
+        ];
         assert_eq!(free_in(&all[1], &r), 61);
     }
 

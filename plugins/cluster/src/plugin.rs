@@ -30,7 +30,10 @@ fn load(req: &Request) -> Result<Conf, CniError> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(CniError::new(Code::Decoding, format!("key {k:?} must be a string"))),
+            Some(_) => Err(CniError::new(
+                Code::Decoding,
+                format!("key {k:?} must be a string"),
+            )),
         }
     };
     let network = s("network")?.unwrap_or_else(|| req.name.clone());
@@ -41,7 +44,10 @@ fn load(req: &Request) -> Result<Conf, CniError> {
     }
     if let Some(d) = json::get(&req.conf, "delegate") {
         if !d.is_object() && !d.is_null() {
-            return Err(CniError::new(Code::Decoding, "key \"delegate\" must be an object of bridge keys"));
+            return Err(CniError::new(
+                Code::Decoding,
+                "key \"delegate\" must be an object of bridge keys",
+            ));
         }
     }
     let run_dir = s("runDir")?.unwrap_or_else(|| model::DEFAULT_RUN_DIR.to_string());
@@ -64,8 +70,10 @@ fn published(c: &Conf) -> Result<(LocalNetwork, HostBlocks), CniError> {
             ),
         )
     };
-    let net: LocalNetwork = model::read_json(&model::network_path(&c.run_dir, &c.network)).map_err(hint)?;
-    let blocks: HostBlocks = model::read_json(&model::blocks_path(&c.run_dir, &c.network)).map_err(hint)?;
+    let net: LocalNetwork =
+        model::read_json(&model::network_path(&c.run_dir, &c.network)).map_err(hint)?;
+    let blocks: HostBlocks =
+        model::read_json(&model::blocks_path(&c.run_dir, &c.network)).map_err(hint)?;
     Ok((net, blocks))
 }
 
@@ -80,11 +88,15 @@ fn usable(b: &HostBlocks) -> Vec<Ipv4Network> {
 
 fn has_room(c: &Conf, b: &HostBlocks) -> bool {
     let reserved = model::reserved_ips(&c.run_dir, &c.network);
-    usable(b).iter().any(|blk| model::free_in(blk, &reserved) > 0)
+    usable(b)
+        .iter()
+        .any(|blk| model::free_in(blk, &reserved) > 0)
 }
 
 fn get_ci<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
-    m.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v)
+    m.iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(k))
+        .map(|(_, v)| v)
 }
 
 fn remove_ci(m: &mut Map<String, Value>, k: &str) -> Option<Value> {
@@ -102,7 +114,10 @@ fn delegate_conf(
 ) -> Result<Map<String, Value>, CniError> {
     let raw = json::parse(&req.stdin)?;
     let Value::Object(mut m) = raw else {
-        return Err(CniError::new(Code::Decoding, "network config must be a JSON object"));
+        return Err(CniError::new(
+            Code::Decoding,
+            "network config must be a JSON object",
+        ));
     };
     for k in ["type", "network", "runDir"] {
         remove_ci(&mut m, k);
@@ -187,7 +202,9 @@ fn delegate_req(req: &Request, conf: Map<String, Value>) -> Request {
 }
 
 fn bridge_of(d: &Map<String, Value>) -> Option<String> {
-    get_ci(d, "bridge").and_then(Value::as_str).map(str::to_string)
+    get_ci(d, "bridge")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// Files of the agent, or None when missing (DEL/GC stay best-effort without them).
@@ -238,21 +255,31 @@ fn outside_blocks(prev: &CniResult, b: &HostBlocks) -> Vec<String> {
     prev.ips
         .iter()
         .filter_map(|ip| match ip.address.ip() {
-            IpAddr::V4(a) if !held.iter().any(|h| h.contains(a)) => Some(
-                match b.lost.iter().find(|l| l.cidr.contains(a)) {
-                    Some(l) => format!("{a} is in block {} which this host lost: {}", l.cidr, l.reason),
+            IpAddr::V4(a) if !held.iter().any(|h| h.contains(a)) => {
+                Some(match b.lost.iter().find(|l| l.cidr.contains(a)) {
+                    Some(l) => format!(
+                        "{a} is in block {} which this host lost: {}",
+                        l.cidr, l.reason
+                    ),
                     None => format!("{a} is in no block leased to host {}", b.host),
-                },
-            ),
+                })
+            }
             _ => None,
         })
         .collect()
 }
 
+/// proxy_arp on the bridge, answered at once (the kernel delays proxied ARP replies by up to
+/// 0.8 s by default, which loses the first packets of every new flow).
 fn set_proxy_arp(bridge: &str) -> Result<(), CniError> {
-    cni_netlink::sysctl_set(&format!("net/ipv4/conf/{bridge}/proxy_arp"), "1")
-        .map(drop)
-        .map_err(|e| CniError::internal(format!("set proxy_arp on bridge {bridge}: {e}")))
+    for (k, v) in [
+        (format!("net/ipv4/neigh/{bridge}/proxy_delay"), "0"),
+        (format!("net/ipv4/conf/{bridge}/proxy_arp"), "1"),
+    ] {
+        cni_netlink::sysctl_set(&k, v)
+            .map_err(|e| CniError::internal(format!("set {k} on bridge {bridge}: {e}")))?;
+    }
+    Ok(())
 }
 
 impl Plugin for Cluster {
@@ -266,7 +293,10 @@ impl Plugin for Cluster {
         // Remote blocks are reached through the host (routes via the VXLAN link): the bridge
         // answers ARP for them, since every container sees the whole subnet as on-link.
         if let Err(e) = set_proxy_arp(&bridge) {
-            let _ = cni_bridge::plugin::Bridge.del(&Request { command: Command::Del, ..dreq });
+            let _ = cni_bridge::plugin::Bridge.del(&Request {
+                command: Command::Del,
+                ..dreq
+            });
             return Err(e);
         }
         Ok(res)
@@ -275,7 +305,10 @@ impl Plugin for Cluster {
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let c = load(req)?;
         let p = published_opt(&c);
-        let blocks = p.as_ref().map(|(_, b)| b.blocks.clone()).unwrap_or_default();
+        let blocks = p
+            .as_ref()
+            .map(|(_, b)| b.blocks.clone())
+            .unwrap_or_default();
         let d = delegate_conf(req, &c, p.as_ref().map(|(n, _)| n), &blocks)?;
         cni_bridge::plugin::Bridge.del(&delegate_req(req, d))
     }
@@ -300,7 +333,10 @@ impl Plugin for Cluster {
     fn gc(&self, req: &Request) -> Result<(), CniError> {
         let c = load(req)?;
         let p = published_opt(&c);
-        let blocks = p.as_ref().map(|(_, b)| b.blocks.clone()).unwrap_or_default();
+        let blocks = p
+            .as_ref()
+            .map(|(_, b)| b.blocks.clone())
+            .unwrap_or_default();
         let d = delegate_conf(req, &c, p.as_ref().map(|(n, _)| n), &blocks)?;
         cni_bridge::plugin::Bridge.gc(&delegate_req(req, d))
     }
@@ -339,4 +375,3 @@ impl Plugin for Cluster {
         cni_bridge::plugin::Bridge.status(&delegate_req(req, d))
     }
 }
-

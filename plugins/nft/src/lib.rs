@@ -22,8 +22,8 @@ pub mod socket;
 pub mod spoofchk;
 mod sys;
 pub mod types;
-pub mod vxlan_guard;
 mod udata;
+pub mod vxlan_guard;
 
 pub use batch::{Batch, Create};
 pub use error::{Error, Failure, Result};

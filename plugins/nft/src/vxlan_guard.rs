@@ -36,14 +36,49 @@ fn rule_comment(vni: u32) -> String {
 pub fn guard_rule(vni: u32, port: u16) -> Vec<Expr> {
     let vni_be = vni.to_be_bytes();
     vec![
-        Expr::Meta { key: MetaKey::L4Proto, dreg: NFT_REG_1 },
-        Expr::Cmp { sreg: NFT_REG_1, op: CmpOp::Eq, data: vec![17] },
-        Expr::Payload { base: 2, offset: 2, len: 2, dreg: NFT_REG_1 },
-        Expr::Cmp { sreg: NFT_REG_1, op: CmpOp::Eq, data: port.to_be_bytes().to_vec() },
-        Expr::Payload { base: 2, offset: 12, len: 3, dreg: NFT_REG_1 },
-        Expr::Cmp { sreg: NFT_REG_1, op: CmpOp::Eq, data: vni_be[1..].to_vec() },
-        Expr::Payload { base: 1, offset: 12, len: 4, dreg: NFT_REG_1 },
-        Expr::Lookup { set: set_name(vni), sreg: NFT_REG_1, dreg: None, invert: true },
+        Expr::Meta {
+            key: MetaKey::L4Proto,
+            dreg: NFT_REG_1,
+        },
+        Expr::Cmp {
+            sreg: NFT_REG_1,
+            op: CmpOp::Eq,
+            data: vec![17],
+        },
+        Expr::Payload {
+            base: 2,
+            offset: 2,
+            len: 2,
+            dreg: NFT_REG_1,
+        },
+        Expr::Cmp {
+            sreg: NFT_REG_1,
+            op: CmpOp::Eq,
+            data: port.to_be_bytes().to_vec(),
+        },
+        Expr::Payload {
+            base: 2,
+            offset: 12,
+            len: 3,
+            dreg: NFT_REG_1,
+        },
+        Expr::Cmp {
+            sreg: NFT_REG_1,
+            op: CmpOp::Eq,
+            data: vni_be[1..].to_vec(),
+        },
+        Expr::Payload {
+            base: 1,
+            offset: 12,
+            len: 4,
+            dreg: NFT_REG_1,
+        },
+        Expr::Lookup {
+            set: set_name(vni),
+            sreg: NFT_REG_1,
+            dreg: None,
+            invert: true,
+        },
         Expr::Counter,
         Expr::Immediate(Verdict::Drop),
     ]
@@ -95,7 +130,13 @@ pub fn sync(vni: u32, port: u16, vteps: &[Ipv4Addr]) -> Result<(usize, usize)> {
     let mut added = 0;
     for k in want.difference(&have) {
         let ip = Ipv4Addr::new(k[0], k[1], k[2], k[3]);
-        b.add_element(Family::Ip, TABLE, &set, &Element::ip(IpAddr::V4(ip)), Create::IfMissing);
+        b.add_element(
+            Family::Ip,
+            TABLE,
+            &set,
+            &Element::ip(IpAddr::V4(ip)),
+            Create::IfMissing,
+        );
         added += 1;
     }
     let mut removed = 0;
@@ -137,7 +178,11 @@ pub fn remove(vni: u32) -> Result<()> {
         .collect();
     let others = rules.len() - mine.len();
     let mut b = Batch::new();
-    if others == 0 && query::list_sets(&mut sock, Family::Ip, TABLE)?.iter().all(|s| *s == set_name(vni)) {
+    if others == 0
+        && query::list_sets(&mut sock, Family::Ip, TABLE)?
+            .iter()
+            .all(|s| *s == set_name(vni))
+    {
         b.del_table(Family::Ip, TABLE);
     } else {
         for h in mine {
