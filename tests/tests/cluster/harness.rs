@@ -41,6 +41,7 @@ pub struct Cluster {
     pub ul: Netns,
     pub logs: TempDir,
     pub spec: String,
+    pub vni: u32,
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
@@ -80,6 +81,12 @@ impl Cluster {
             ul,
             logs,
             spec: spec.to_string(),
+            vni: spec
+                .split("vni=")
+                .nth(1)
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(VNI),
         };
         c.start_etcd();
         for i in 1..=n_hosts {
@@ -268,7 +275,7 @@ impl Cluster {
                 "route",
                 "show",
                 "dev",
-                &format!("vx-{VNI}"),
+                &format!("vx-{}", self.vni),
             ])
             .output()
             .expect("ip");
