@@ -354,13 +354,13 @@ fn etcd_outage_longer_than_ttl() {
         keys_before,
         "blocks changed across the outage"
     );
-    for i in 0..2 {
+    for (i, before) in lease_before.iter().enumerate() {
         let now =
             std::fs::read_to_string(c.hosts[i].state.path().join(NET).join("state.json")).unwrap();
         let l = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["lease"].clone();
         assert_eq!(
             l(&now),
-            l(&lease_before[i]),
+            l(before),
             "lease ID of h{} changed",
             i + 1
         );
