@@ -358,12 +358,7 @@ fn etcd_outage_longer_than_ttl() {
         let now =
             std::fs::read_to_string(c.hosts[i].state.path().join(NET).join("state.json")).unwrap();
         let l = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["lease"].clone();
-        assert_eq!(
-            l(&now),
-            l(before),
-            "lease ID of h{} changed",
-            i + 1
-        );
+        assert_eq!(l(&now), l(before), "lease ID of h{} changed", i + 1);
         let log = c.agent_log(i);
         assert!(
             !log.contains("peer block withdrawn") && !log.contains("lost block"),
