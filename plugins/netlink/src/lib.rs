@@ -5,16 +5,18 @@
 //! network namespace ([`Netlink::new`], [`Netlink::new_in_netns`]).
 //!
 //! Modules have one job each: `socket` (framing, ACKs, dumps), `link`,
-//! `addr`, `route`, `bridge_vlan`, `netns` (setns), `sysctl`, `error`.
+//! `addr`, `route`, `neigh` (ARP and FDB entries), `vxlan`, `bridge_vlan`, `netns` (setns), `sysctl`, `error`.
 
 mod addr;
 mod bridge_vlan;
 mod error;
 mod link;
+mod neigh;
 mod netns;
 mod route;
 mod socket;
 mod sysctl;
+mod vxlan;
 
 pub use addr::{Address, Family};
 pub use bridge_vlan::BridgeVlan;
@@ -22,6 +24,7 @@ pub use error::{Error, Result};
 pub use link::{
     check_ifname, fmt_mac, parse_mac, BridgePortInfo, LinkInfo, LinkUpdate, Mac, OperState, Veth,
 };
+pub use neigh::Neighbour;
 pub use netns::{is_current_netns, with_netns, NetNs, THREAD_NETNS};
 pub use route::{
     NextHop, Route, RTN_UNICAST, RTPROT_BOOT, RTPROT_STATIC, RT_SCOPE_HOST, RT_SCOPE_LINK,
@@ -29,3 +32,4 @@ pub use route::{
 };
 pub use socket::Netlink;
 pub use sysctl::{sysctl_get, sysctl_set};
+pub use vxlan::{Vxlan, VxlanInfo};

@@ -45,6 +45,8 @@ pub struct LinkInfo {
     pub bridge_port: Option<BridgePortInfo>,
     /// For bridges: whether VLAN filtering is on.
     pub vlan_filtering: Option<bool>,
+    /// For VXLAN links: their attributes.
+    pub vxlan: Option<crate::vxlan::VxlanInfo>,
 }
 
 /// Bridge port options read back from IFLA_INFO_SLAVE_DATA.
@@ -86,6 +88,7 @@ impl LinkInfo {
             link_netnsid: None,
             bridge_port: None,
             vlan_filtering: None,
+            vxlan: None,
         };
         for attr in msg.attributes {
             match attr {
@@ -115,6 +118,9 @@ fn parse_linkinfo(info: &mut LinkInfo, infos: Vec<NlInfo>) {
                         info.vlan_filtering = Some(v);
                     }
                 }
+            }
+            NlInfo::Data(InfoData::Vxlan(opts)) => {
+                info.vxlan = Some(crate::vxlan::VxlanInfo::parse(opts))
             }
             NlInfo::PortData(InfoPortData::BridgePort(opts)) => {
                 let mut port = BridgePortInfo::default();
@@ -339,7 +345,7 @@ impl Netlink {
 
     /// RTM_NEWLINK with NLM_F_ECHO: kernels >= 6.3 return the new link in the
     /// same round trip; older ones only ACK, then we look it up.
-    fn create_link(&mut self, msg: LinkMessage, name: &str) -> Result<LinkInfo> {
+    pub(crate) fn create_link(&mut self, msg: LinkMessage, name: &str) -> Result<LinkInfo> {
         let replies = self.ack(
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::addr::Family;
@@ -39,6 +39,9 @@ pub struct Route {
     pub kind: u8,
     /// Only filled when reading: next hops of a multipath (ECMP) route.
     pub multipath: Vec<NextHop>,
+    /// RTNH_F_ONLINK: the gateway is on the link even without a covering
+    /// prefix (`ip route ... via GW dev D onlink`).
+    pub onlink: bool,
 }
 
 /// One next hop of a multipath route.
@@ -60,6 +63,7 @@ impl Default for Route {
             protocol: RTPROT_BOOT,
             kind: RTN_UNICAST,
             multipath: Vec::new(),
+            onlink: false,
         }
     }
 }
@@ -87,6 +91,9 @@ impl Route {
         }
         if let Some(p) = self.priority {
             s += &format!(" metric {p}");
+        }
+        if self.onlink {
+            s += " onlink";
         }
         if self.table != RT_TABLE_MAIN {
             s += &format!(" table {}", self.table);
@@ -174,6 +181,9 @@ fn route_msg(r: &Route) -> Result<RouteMessage> {
     msg.header.scope = r.scope.into();
     msg.header.protocol = r.protocol.into();
     msg.header.kind = r.kind.into();
+    if r.onlink {
+        msg.header.flags = RouteFlags::Onlink;
+    }
     if let Some((dst, len)) = r.dst {
         if len > family.max_prefix() {
             return Err(Error::invalid(
@@ -227,6 +237,7 @@ fn parse_route(m: RouteMessage) -> Route {
         protocol: h.protocol.into(),
         kind: h.kind.into(),
         multipath: Vec::new(),
+        onlink: h.flags.contains(RouteFlags::Onlink),
     };
     let dst_len = h.destination_prefix_length;
     for attr in m.attributes {

@@ -837,3 +837,126 @@ fn timing_bridge_add_flow() {
         eprintln!("bridge ADD netlink flow: {:?}", t.elapsed());
     });
 }
+
+#[test]
+fn vxlan_neigh_fdb_onlink_route() {
+    in_netns(|| {
+        let mut nl = Netlink::new().unwrap();
+        let (ul, _) = up_veth_pair(&mut nl, "ul0", "ul1");
+        nl.add_address(ul, "192.0.2.1".parse().unwrap(), 24, false)
+            .unwrap();
+        let mac: Mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+        let vx = nl
+            .create_vxlan(&Vxlan {
+                name: "vx-4097",
+                vni: 4097,
+                local: "192.0.2.1".parse().unwrap(),
+                dev: ul,
+                port: 4789,
+                mtu: Some(1450),
+                mac: Some(mac),
+            })
+            .unwrap();
+        assert_eq!(vx.kind.as_deref(), Some("vxlan"));
+        assert_eq!(vx.mac, Some(mac));
+        assert_eq!(vx.mtu, 1450);
+        let info = nl.link_by_name("vx-4097").unwrap().unwrap().vxlan.unwrap();
+        assert_eq!(info.vni, 4097);
+        assert_eq!(info.local, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(info.dev, Some(ul));
+        assert_eq!(info.port, 4789);
+        assert!(!info.learning);
+        let d = ip(&["-d", "link", "show", "vx-4097"]);
+        let data = &d[0]["linkinfo"]["info_data"];
+        assert_eq!(data["id"], 4097);
+        assert_eq!(data["learning"], false);
+        assert!(nl
+            .create_vxlan(&Vxlan {
+                name: "vx-4097",
+                vni: 4097,
+                local: "192.0.2.1".parse().unwrap(),
+                dev: ul,
+                port: 4789,
+                mtu: None,
+                mac: None,
+            })
+            .unwrap_err()
+            .is_exists());
+        nl.set_up(vx.index).unwrap();
+        nl.add_address(vx.index, "10.250.1.0".parse().unwrap(), 32, false)
+            .unwrap();
+
+        // Static state for one remote block: ARP, FDB, route (idempotent replaces).
+        let peer_mac: Mac = [0x02, 0xaa, 0, 0, 0, 2];
+        let peer_tun: IpAddr = "10.250.2.0".parse().unwrap();
+        let vtep: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..2 {
+            nl.replace_neigh(vx.index, peer_tun, peer_mac).unwrap();
+            nl.replace_fdb(vx.index, peer_mac, vtep).unwrap();
+        }
+        let route = Route {
+            dst: Some(("10.250.2.0".parse().unwrap(), 26)),
+            gateway: Some(peer_tun),
+            oif: Some(vx.index),
+            onlink: true,
+            ..Default::default()
+        };
+        nl.replace_route(&route).unwrap();
+        nl.replace_route(&route).unwrap();
+
+        let n = nl.neighbours(vx.index, Family::V4).unwrap();
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert_eq!(
+            (n[0].ip, n[0].mac, n[0].permanent),
+            (Some(peer_tun), Some(peer_mac), true)
+        );
+        let f = nl.fdb(vx.index).unwrap();
+        let f: Vec<_> = f.iter().filter(|e| e.mac == Some(peer_mac)).collect();
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].ip, f[0].permanent), (Some(vtep), true));
+        let fdb = json("bridge", &["fdb", "show", "dev", "vx-4097"]);
+        assert!(
+            fdb.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["mac"] == mac_str(&peer_mac)
+                    && e["dst"] == "192.0.2.2"
+                    && e["flags"].as_array().unwrap().iter().any(|f| f == "self")),
+            "{fdb}"
+        );
+        let rs: Vec<_> = nl
+            .routes(Family::V4, Some(RT_TABLE_MAIN))
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.oif == Some(vx.index) && r.gateway.is_some())
+            .collect();
+        assert_eq!(rs.len(), 1);
+        assert!(rs[0].onlink);
+        assert_eq!(rs[0].dst, Some(("10.250.2.0".parse().unwrap(), 26)));
+        let shown = ip(&["route", "show", "10.250.2.0/26"]);
+        assert!(
+            shown[0]["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "onlink"),
+            "{shown}"
+        );
+
+        // Removal in reverse order; a second delete reports not-found.
+        nl.del_route(&route).unwrap();
+        nl.del_fdb(vx.index, peer_mac, Some(vtep)).unwrap();
+        nl.del_neigh(vx.index, peer_tun).unwrap();
+        assert!(nl.del_neigh(vx.index, peer_tun).unwrap_err().is_not_found());
+        assert!(nl
+            .del_fdb(vx.index, peer_mac, Some(vtep))
+            .unwrap_err()
+            .is_not_found());
+        assert!(nl.neighbours(vx.index, Family::V4).unwrap().is_empty());
+        assert!(nl
+            .fdb(vx.index)
+            .unwrap()
+            .iter()
+            .all(|e| e.mac != Some(peer_mac)));
+    });
+}

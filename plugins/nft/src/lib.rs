@@ -23,6 +23,7 @@ pub mod spoofchk;
 mod sys;
 pub mod types;
 mod udata;
+pub mod vxlan_guard;
 
 pub use batch::{Batch, Create};
 pub use error::{Error, Failure, Result};

@@ -1,0 +1,149 @@
+//! The etcd client the agent shares between its networks: every call has a deadline, so an
+//! unreachable etcd shows up as an error within seconds instead of a hung task.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
+};
+
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    timeout: Duration,
+}
+
+/// A snapshot of a prefix and the revision it was read at.
+pub struct Listing {
+    pub kvs: Vec<KeyValue>,
+    pub revision: i64,
+}
+
+async fn within<T>(
+    t: Duration,
+    what: &str,
+    f: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(t, f).await {
+        Ok(r) => r.with_context(|| format!("etcd {what}")),
+        Err(_) => Err(anyhow!("etcd {what}: no answer within {}s", t.as_secs())),
+    }
+}
+
+impl Etcd {
+    /// Connects lazily: the channel is created now, the connection when first used, so an
+    /// agent starts (and keeps its data plane) while etcd is down.
+    pub async fn new(endpoints: &[String], timeout: Duration) -> Result<Etcd> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(2), timeout);
+        let client = Client::connect(endpoints, Some(opts))
+            .await
+            .with_context(|| format!("etcd endpoints {endpoints:?}"))?;
+        Ok(Etcd { client, timeout })
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let mut c = self.client.clone();
+        let r = within(self.timeout, &format!("get {key}"), c.get(key, None)).await?;
+        Ok(r.kvs().first().cloned())
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Listing> {
+        let mut c = self.client.clone();
+        let r = within(
+            self.timeout,
+            &format!("list {prefix}"),
+            c.get(prefix, Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        Ok(Listing {
+            revision: r.header().map(|h| h.revision()).unwrap_or(0),
+            kvs: r.kvs().to_vec(),
+        })
+    }
+
+    /// `Txn(If(Version(key)=0)).Then(Put(key, value, lease))`; true when created.
+    pub async fn create(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<bool> {
+        let opts = lease.map(|l| PutOptions::new().with_lease(l));
+        let txn = Txn::new()
+            .when(vec![Compare::version(key, CompareOp::Equal, 0)])
+            .and_then(vec![TxnOp::put(key, value, opts)]);
+        self.txn(txn, &format!("create {key}")).await
+    }
+
+    pub async fn txn(&self, txn: Txn, what: &str) -> Result<bool> {
+        let mut c = self.client.clone();
+        Ok(within(self.timeout, &format!("txn {what}"), c.txn(txn))
+            .await?
+            .succeeded())
+    }
+
+    pub async fn grant(&self, ttl: i64) -> Result<i64> {
+        let mut c = self.client.clone();
+        Ok(
+            within(self.timeout, "lease grant", c.lease_grant(ttl, None))
+                .await?
+                .id(),
+        )
+    }
+
+    /// Remaining TTL of a lease; <= 0 when it no longer exists.
+    pub async fn ttl(&self, id: i64) -> Result<i64> {
+        let mut c = self.client.clone();
+        Ok(within(
+            self.timeout,
+            "lease timetolive",
+            c.lease_time_to_live(id, None),
+        )
+        .await?
+        .ttl())
+    }
+
+    pub async fn revoke(&self, id: i64) -> Result<()> {
+        let mut c = self.client.clone();
+        within(self.timeout, "lease revoke", c.lease_revoke(id))
+            .await
+            .map(drop)
+    }
+
+    pub async fn keep_alive_stream(&self, id: i64) -> Result<(LeaseKeeper, LeaseKeepAliveStream)> {
+        let mut c = self.client.clone();
+        within(self.timeout, "lease keep-alive", c.lease_keep_alive(id)).await
+    }
+
+    pub async fn watch(&self, prefix: &str, from: i64) -> Result<WatchStream> {
+        let mut c = self.client.clone();
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_prev_key()
+            .with_start_revision(from);
+        within(
+            self.timeout,
+            &format!("watch {prefix}"),
+            c.watch(prefix, Some(opts)),
+        )
+        .await
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// One keep-alive round on an open stream: the lease's new TTL (0: the lease is gone).
+pub async fn keep_alive_once(
+    t: Duration,
+    keeper: &mut LeaseKeeper,
+    stream: &mut LeaseKeepAliveStream,
+) -> Result<i64> {
+    within(t, "lease keep-alive send", keeper.keep_alive()).await?;
+    match within(t, "lease keep-alive answer", stream.message()).await? {
+        Some(r) => Ok(r.ttl()),
+        None => Err(anyhow!("etcd lease keep-alive: stream closed")),
+    }
+}

@@ -1,0 +1,370 @@
+//! A throwaway multi-host cluster on one machine: an underlay netns with two bridges (VXLAN
+//! underlay and control plane), etcd on its own ports and temp data dir inside it, and N
+//! netns "hosts" each running a real `cnm-agent`. Everything is removed on drop.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cni_tests::{bin, run, sh, Call, Daemon, Netns, PluginDir, Reply, TempDir};
+use serde_json::{json, Value};
+
+pub const NET: &str = "n1";
+pub const VNI: u32 = 4097;
+const ETCD_PORT: u16 = 23791;
+const ETCD_PEER: u16 = 23801;
+
+pub fn etcd_url() -> String {
+    format!("http://192.168.78.1:{ETCD_PORT}")
+}
+
+pub struct Etcd {
+    pub dir: TempDir,
+    pub proc: Option<Daemon>,
+}
+
+pub struct Host {
+    pub name: String,
+    pub ns: Netns,
+    pub state: TempDir,
+    pub run: TempDir,
+    pub log: PathBuf,
+    pub agent: Option<Daemon>,
+    pub extra: Vec<String>,
+}
+
+pub struct Cluster {
+    pub hosts: Vec<Host>,
+    pub containers: Vec<Netns>,
+    pub etcd: Etcd,
+    pub plugins: PluginDir,
+    pub ul: Netns,
+    pub logs: TempDir,
+    pub spec: String,
+    pub vni: u32,
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t0.elapsed()
+}
+
+impl Cluster {
+    /// `spec`: the agent's `--network` value; `extra`: more agent flags.
+    pub fn new(n_hosts: usize, spec: &str, extra: &[&str]) -> Cluster {
+        let ul = Netns::new("mhul");
+        ul.ip(&["link", "add", "ulbr", "type", "bridge"]);
+        ul.ip(&["link", "set", "ulbr", "up"]);
+        ul.ip(&["link", "add", "mgbr", "type", "bridge"]);
+        ul.ip(&["addr", "add", "192.168.78.1/24", "dev", "mgbr"]);
+        ul.ip(&["link", "set", "mgbr", "up"]);
+        let logs = TempDir::new("mhlogs");
+        let mut c = Cluster {
+            hosts: Vec::new(),
+            containers: Vec::new(),
+            etcd: Etcd {
+                dir: TempDir::new("mhetcd"),
+                proc: None,
+            },
+            plugins: PluginDir::new(&[
+                ("cluster", &bin("cluster")),
+                ("bridge", &bin("bridge")),
+                ("host-local", &bin("host-local")),
+            ]),
+            ul,
+            logs,
+            spec: spec.to_string(),
+            vni: spec
+                .split("vni=")
+                .nth(1)
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(VNI),
+        };
+        c.start_etcd();
+        for i in 1..=n_hosts {
+            let ns = Netns::new(&format!("mhh{i}x"));
+            for (br, dev, addr) in [
+                ("ulbr", "ul0", format!("192.168.77.1{i}/24")),
+                ("mgbr", "mg0", format!("192.168.78.1{i}/24")),
+            ] {
+                let peer = format!("{}{i}", &dev[..2]);
+                c.ul.ip(&[
+                    "link", "add", &peer, "type", "veth", "peer", "name", dev, "netns", &ns.name,
+                ]);
+                c.ul.ip(&["link", "set", &peer, "master", br, "up"]);
+                ns.ip(&["addr", "add", &addr, "dev", dev]);
+                ns.ip(&["link", "set", dev, "up"]);
+            }
+            let name = format!("h{i}");
+            c.hosts.push(Host {
+                log: c.logs.path().join(format!("{name}.log")),
+                name,
+                ns,
+                state: TempDir::new("mhstate"),
+                run: TempDir::new("mhrun"),
+                agent: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+        for i in 0..n_hosts {
+            c.start_agent(i);
+        }
+        for i in 0..n_hosts {
+            c.wait_blocks(i);
+        }
+        c
+    }
+
+    pub fn start_etcd(&mut self) {
+        let log = std::fs::File::create(self.logs.path().join("etcd.log")).expect("etcd log");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ul.name, "etcd", "--name", "e"])
+            .args(["--data-dir", self.etcd.dir.str()])
+            .args([
+                "--listen-client-urls",
+                &etcd_url(),
+                "--advertise-client-urls",
+                &etcd_url(),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{ETCD_PEER}"),
+            ])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{ETCD_PEER}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("e=http://127.0.0.1:{ETCD_PEER}"),
+            ])
+            .stdout(Stdio::from(log.try_clone().expect("dup")))
+            .stderr(Stdio::from(log));
+        let mut d = Daemon::spawn(cmd).expect("spawn etcd");
+        d.grace = Duration::from_secs(5);
+        self.etcd.proc = Some(d);
+        wait_for("etcd healthy", Duration::from_secs(15), || {
+            self.etcdctl_ok(&["endpoint", "health"])
+        });
+    }
+
+    /// Stops etcd (SIGTERM, by PID), keeping its data dir for a restart.
+    pub fn stop_etcd(&mut self) {
+        self.etcd.proc = None;
+    }
+
+    fn etcdctl_ok(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ul.name,
+                "etcdctl",
+                "--endpoints",
+                &etcd_url(),
+            ])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let mut v = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.ul.name,
+            "etcdctl",
+            "--endpoints",
+        ];
+        let url = etcd_url();
+        v.push(&url);
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Every key under /cnm/v1.
+    pub fn keys(&self) -> Vec<String> {
+        self.etcdctl(&["get", "--prefix", "/cnm/v1/", "--keys-only"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn block_keys(&self) -> Vec<(String, String)> {
+        let out = self.etcdctl(&["get", "--prefix", &format!("/cnm/v1/nets/{NET}/blocks/")]);
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| {
+                let v: Value = serde_json::from_str(c[1]).unwrap_or(Value::Null);
+                (
+                    c[0].to_string(),
+                    v["host"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn start_agent(&mut self, i: usize) {
+        let h = &mut self.hosts[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&h.log)
+            .expect("log");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &h.ns.name])
+            .arg(bin("cnm-agent"))
+            .args([
+                "--etcd",
+                &etcd_url(),
+                "--host",
+                &h.name,
+                "--underlay",
+                "ul0",
+            ])
+            .args(["--state-dir", h.state.str(), "--run-dir", h.run.str()])
+            .args(["--block-ttl", "4", "--quarantine", "4", "--resync", "2"])
+            .args(["--network", &self.spec])
+            .args(&h.extra)
+            .stdout(Stdio::from(log.try_clone().expect("dup")))
+            .stderr(Stdio::from(log));
+        h.agent = Some(Daemon::spawn(cmd).expect("spawn cnm-agent"));
+    }
+
+    pub fn blocks(&self, i: usize) -> Value {
+        let p = self.hosts[i].run.path().join(NET).join("blocks.json");
+        std::fs::read(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn wait_blocks(&self, i: usize) {
+        wait_for(
+            &format!("blocks.json of {}", self.hosts[i].name),
+            Duration::from_secs(20),
+            || {
+                self.blocks(i)["blocks"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            },
+        );
+    }
+
+    /// Remote-block routes on host i's VXLAN link.
+    pub fn vx_routes(&self, i: usize) -> Vec<String> {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.hosts[i].ns.name,
+                "-j",
+                "route",
+                "show",
+                "dev",
+                &format!("vx-{}", self.vni),
+            ])
+            .output()
+            .expect("ip");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["gateway"].is_string())
+            .filter_map(|r| r["dst"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub fn all_blocks(&self) -> usize {
+        (0..self.hosts.len())
+            .map(|i| self.blocks(i)["blocks"].as_array().map_or(0, |a| a.len()))
+            .sum()
+    }
+
+    /// Waits until every host routes to every other host's blocks.
+    pub fn converge(&self) -> Duration {
+        wait_for("data plane convergence", Duration::from_secs(20), || {
+            (0..self.hosts.len()).all(|i| {
+                let own = self.blocks(i)["blocks"].as_array().map_or(0, |a| a.len());
+                self.vx_routes(i).len() == self.all_blocks() - own
+            })
+        })
+    }
+
+    pub fn conf(&self, i: usize) -> String {
+        json!({
+            "cniVersion": "1.1.0",
+            "name": NET,
+            "type": "cluster",
+            "network": NET,
+            "runDir": self.hosts[i].run.str(),
+        })
+        .to_string()
+    }
+
+    pub fn cni(&self, i: usize, cmd: &str, cid: &str, netns: &str, conf: &str) -> Reply {
+        let p = self.plugins.0.path().join("cluster");
+        let c = Call {
+            container_id: cid,
+            netns,
+            ifname: "eth0",
+            cni_path: self.plugins.path(),
+            host: Some(&self.hosts[i].ns),
+            ..Call::new(&p, cmd)
+        };
+        run(&c, conf)
+    }
+
+    /// A container on host i; returns (index into containers, its IP).
+    pub fn add_container(&mut self, i: usize) -> (usize, String) {
+        let ns = Netns::new("mhc");
+        let r = self
+            .cni(i, "ADD", &ns.name.clone(), ns.path_str(), &self.conf(i))
+            .expect_ok();
+        let ip = r.json()["ips"][0]["address"]
+            .as_str()
+            .expect("ip")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        self.containers.push(ns);
+        (self.containers.len() - 1, ip)
+    }
+
+    pub fn agent_log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.hosts[i].log).unwrap_or_default()
+    }
+
+    pub fn dump_logs(&self) {
+        for (i, h) in self.hosts.iter().enumerate() {
+            eprintln!("----- agent {} -----\n{}", h.name, self.agent_log(i));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for h in &mut self.hosts {
+            h.agent = None;
+        }
+        self.containers.clear();
+        self.etcd.proc = None;
+    }
+}
