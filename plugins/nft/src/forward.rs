@@ -246,6 +246,7 @@ fn ensure_isolation(sock: &mut NftSocket, bridge: &str, isolate: bool) -> Result
                     name: name.into(),
                     key,
                     verdict_map: false,
+                    data: None,
                     flags: 0,
                 },
                 Create::IfMissing,

@@ -271,6 +271,7 @@ impl PortTable {
                 name: name.into(),
                 key,
                 verdict_map: false,
+                data: None,
                 flags: 0,
             };
             b.add_set(&spec, Create::IfMissing);
