@@ -230,40 +230,93 @@ fn lookup(set: &str, sreg: u32, dreg: Option<u32>) -> Expr {
     }
 }
 
-/// The four DNAT rules of the `dnat` chain. The map data is
-/// `address . port`, each field padded to 4 bytes, landing in NFT_REG_1:
-/// v4 address in NFT_REG32_00 and port in NFT_REG32_01; v6 address in
-/// NFT_REG_1 (four 32-bit registers) and port in NFT_REG32_04.
-fn dnat_rules() -> Vec<Vec<Expr>> {
-    let mut out = Vec::new();
-    for v6 in [false, true] {
-        let (fam, sfx, port_reg) = if v6 {
-            (NFPROTO_IPV6, "6", REG32_04)
-        } else {
-            (NFPROTO_IPV4, "4", REG32_01)
-        };
-        // hostIP . proto . port
-        let mut e: Vec<Expr> = match_nfproto(fam).into();
-        e.push(load_addr(v6, true, NFT_REG_1));
-        let (p, d) = if v6 {
-            (REG32_04, REG32_05)
-        } else {
-            (REG32_01, REG32_02)
-        };
-        e.extend([load_l4proto(p), load_dport(d)]);
-        e.push(lookup(&format!("ip{sfx}"), NFT_REG_1, Some(NFT_REG_1)));
-        e.push(Expr::Counter);
-        e.push(dnat(v6, NFT_REG_1, port_reg));
-        out.push(e);
-        // proto . port
-        let mut e: Vec<Expr> = match_nfproto(fam).into();
-        e.extend([load_l4proto(REG32_00), load_dport(REG32_01)]);
-        e.push(lookup(&format!("any{sfx}"), NFT_REG_1, Some(NFT_REG_1)));
-        e.push(Expr::Counter);
-        e.push(dnat(v6, NFT_REG_1, port_reg));
-        out.push(e);
+/// The two DNAT rules of one family, looking up the maps `ip<4|6><sfx>`
+/// and `any<4|6><sfx>`. The map data is `address . port`, each field padded
+/// to 4 bytes, landing in NFT_REG_1: v4 address in NFT_REG32_00 and port in
+/// NFT_REG32_01; v6 address in NFT_REG_1 (four 32-bit registers) and port
+/// in NFT_REG32_04.
+fn dnat_rules(v6: bool, lane_sfx: &str) -> Vec<Vec<Expr>> {
+    let (fam, f, port_reg) = if v6 {
+        (NFPROTO_IPV6, "6", REG32_04)
+    } else {
+        (NFPROTO_IPV4, "4", REG32_01)
+    };
+    // hostIP . proto . port
+    let mut a: Vec<Expr> = match_nfproto(fam).into();
+    a.push(load_addr(v6, true, NFT_REG_1));
+    let (p, d) = if v6 {
+        (REG32_04, REG32_05)
+    } else {
+        (REG32_01, REG32_02)
+    };
+    a.extend([load_l4proto(p), load_dport(d)]);
+    a.push(lookup(
+        &format!("ip{f}{lane_sfx}"),
+        NFT_REG_1,
+        Some(NFT_REG_1),
+    ));
+    a.push(Expr::Counter);
+    a.push(dnat(v6, NFT_REG_1, port_reg));
+    // proto . port
+    let mut b: Vec<Expr> = match_nfproto(fam).into();
+    b.extend([load_l4proto(REG32_00), load_dport(REG32_01)]);
+    b.push(lookup(
+        &format!("any{f}{lane_sfx}"),
+        NFT_REG_1,
+        Some(NFT_REG_1),
+    ));
+    b.push(Expr::Counter);
+    b.push(dnat(v6, NFT_REG_1, port_reg));
+    vec![a, b]
+}
+
+/// `conditionsV4`/`conditionsV6` of a network: packets must match `exprs`
+/// to be mapped by this lane's maps. A lane is its own chain and pair of
+/// maps (named by a hash of `text`), jumped to from `dnat` before the
+/// default maps; created on first use, shared by every attachment with the
+/// same conditions, never per mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lane {
+    pub v6: bool,
+    /// The matches (without the `meta nfproto` dependency).
+    pub exprs: Vec<Expr>,
+    /// Canonical text of the conditions (names the lane; the jump rule's comment).
+    pub text: String,
+}
+
+impl Lane {
+    /// `-<12 hex digits>`: the suffix of the lane's maps and chain.
+    fn suffix(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(format!("{} {}", self.v6, self.text).as_bytes());
+        let hex: String = h[..6].iter().map(|b| format!("{b:02x}")).collect();
+        format!("-{hex}")
     }
-    out
+
+    fn chain(&self) -> String {
+        format!("lane{}{}", sfx(self.v6), self.suffix())
+    }
+}
+
+/// Per-call options of [`HostPorts`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Masquerade hairpin and host-loopback connections (the reference's `snat`).
+    pub snat: bool,
+    /// Masquerade every connection to a published port (`masqAll`).
+    pub masq_all: bool,
+    pub lane4: Option<Lane>,
+    pub lane6: Option<Lane>,
+}
+
+impl Options {
+    fn lane(&self, v6: bool) -> Option<&Lane> {
+        if v6 {
+            self.lane6.as_ref()
+        } else {
+            self.lane4.as_ref()
+        }
+    }
 }
 
 /// The masquerade rules of `postrouting`.
@@ -352,17 +405,18 @@ fn claim_key(proto: u8, port: u16) -> Element {
     Element::raw(proto_port(proto, port))
 }
 
-/// The map and key of a mapping (which map depends on the host IP).
-fn map_key(m: &Mapping) -> (String, Element) {
+/// The map and key of a mapping (which map depends on the host IP and the lane).
+fn map_key(m: &Mapping, lane: Option<&Lane>) -> (String, Element) {
     let v6 = m.dest.is_ipv6();
+    let lx = lane.map(Lane::suffix).unwrap_or_default();
     match m.host_ip {
         Some(h) => {
             let mut k = addr_bytes(&h);
             k.extend(proto_port(m.proto, m.host_port));
-            (format!("ip{}", sfx(v6)), Element::raw(k))
+            (format!("ip{}{lx}", sfx(v6)), Element::raw(k))
         }
         None => (
-            format!("any{}", sfx(v6)),
+            format!("any{}{lx}", sfx(v6)),
             Element::raw(proto_port(m.proto, m.host_port)),
         ),
     }
@@ -474,8 +528,10 @@ fn push_infra(b: &mut Batch, chains: bool) -> Vec<usize> {
         comment: None,
     };
     excl.push(b.add_chain(&dnat_chain, Create::Exclusive));
-    for e in dnat_rules() {
-        b.add_rule(&rule(DNAT_CHAIN, e, None));
+    for v6 in [false, true] {
+        for e in dnat_rules(v6, "") {
+            b.add_rule(&rule(DNAT_CHAIN, e, None));
+        }
     }
     for (name, hook) in [("prerouting", Hook::Prerouting), ("output", Hook::Output)] {
         let c = base_chain(name, hook, priority::DSTNAT, ChainType::Nat);
@@ -524,6 +580,61 @@ fn push_infra(b: &mut Batch, chains: bool) -> Vec<usize> {
         ));
     }
     excl
+}
+
+/// Adds a lane's maps, chain, rules and its jump from `dnat` (inserted
+/// before the default lookups). Returns the index of the chain add
+/// (NLM_F_EXCL: EEXIST means the lane exists).
+fn push_lane(b: &mut Batch, lane: &Lane) -> usize {
+    let f = sfx(lane.v6);
+    let sx = lane.suffix();
+    let (addr, key_ip) = if lane.v6 {
+        (KeyType::Ipv6Addr, KeyType::Ipv6Addr)
+    } else {
+        (KeyType::Ipv4Addr, KeyType::Ipv4Addr)
+    };
+    let data = || Some(KeyType::Concat(vec![addr.clone(), KeyType::InetService]));
+    let pp = vec![KeyType::InetProto, KeyType::InetService];
+    let mut ipk = vec![key_ip];
+    ipk.extend(pp.clone());
+    b.add_set(
+        &set_spec(&format!("ip{f}{sx}"), KeyType::Concat(ipk), data()),
+        Create::IfMissing,
+    );
+    b.add_set(
+        &set_spec(&format!("any{f}{sx}"), KeyType::Concat(pp), data()),
+        Create::IfMissing,
+    );
+    let chain = ChainSpec {
+        family: FAMILY,
+        table: TABLE.into(),
+        name: lane.chain(),
+        base: None,
+        comment: None,
+    };
+    let at = b.add_chain(&chain, Create::Exclusive);
+    for e in dnat_rules(lane.v6, &sx) {
+        b.add_rule(&rule(&lane.chain(), e, None));
+    }
+    let mut e: Vec<Expr> = match_nfproto(if lane.v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 }).into();
+    e.extend(lane.exprs.iter().cloned());
+    e.push(Expr::Immediate(Verdict::Jump(lane.chain())));
+    let mut r = rule(
+        DNAT_CHAIN,
+        e,
+        Some(&format!("conditionsV{f}: {}", lane.text)),
+    );
+    r.append = false;
+    b.add_rule(&r);
+    at
+}
+
+/// Whether `set` is one of a lane's maps (`ip4-<hex>`, `any6-<hex>`, ...).
+fn is_lane_map(set: &str) -> bool {
+    ["ip4-", "ip6-", "any4-", "any6-"].iter().any(|p| {
+        set.strip_prefix(p)
+            .is_some_and(|h| h.len() == 12 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+    })
 }
 
 // ---- the engine -----------------------------------------------------------
@@ -577,11 +688,10 @@ impl HostPorts {
         &mut self,
         owner: (&str, &str, &str),
         maps: &[Mapping],
-        snat: bool,
-        masq_all: bool,
+        opts: &Options,
     ) -> Result<()> {
         let tag = validate_owner("portmap", owner.0, owner.1, owner.2)?;
-        let mut want = plan_add(&tag, maps, snat, masq_all)?;
+        let mut want = plan_add(&tag, maps, opts)?;
         if want.is_empty() {
             return Ok(());
         }
@@ -593,6 +703,15 @@ impl HostPorts {
             if infra {
                 let chains = !query::chain_exists(&mut self.sock, FAMILY, TABLE, LAST_CHAIN)?;
                 excl = push_infra(&mut b, chains);
+                for lane in [&opts.lane4, &opts.lane6].into_iter().flatten() {
+                    let used = maps.iter().any(|m| m.dest.is_ipv6() == lane.v6);
+                    if used
+                        && (chains
+                            || !query::chain_exists(&mut self.sock, FAMILY, TABLE, &lane.chain())?)
+                    {
+                        excl.push(push_lane(&mut b, lane));
+                    }
+                }
             }
             // op index -> (want index, is delete)
             let mut ops: Vec<(usize, usize, bool)> = Vec::new();
@@ -662,10 +781,12 @@ impl HostPorts {
         owner: (&str, &str, &str),
         maps: Option<&[Mapping]>,
         ips: Option<&[IpAddr]>,
+        opts: &Options,
     ) -> Result<()> {
         let tag = validate_owner("portmap", owner.0, owner.1, owner.2)?;
         let Some(maps) = maps else {
-            let victims = self.dump(&OWNED_SETS, |c| c == tag)?;
+            let sets = self.owned_sets()?;
+            let victims = self.dump(&sets, |c| c == tag)?;
             return self.delete(victims);
         };
         let mut victims = Vec::new();
@@ -694,7 +815,11 @@ impl HostPorts {
                     if mm.host_ip.is_some_and(|h| h.is_ipv6() != dest.is_ipv6()) {
                         continue;
                     }
-                    candidates.push(map_key(&Mapping { dest, ..mm.clone() }));
+                    let m = Mapping { dest, ..mm.clone() };
+                    candidates.push(map_key(&m, None));
+                    if let Some(lane) = opts.lane(dest.is_ipv6()) {
+                        candidates.push(map_key(&m, Some(lane)));
+                    }
                 }
             }
         }
@@ -730,11 +855,10 @@ impl HostPorts {
         &mut self,
         owner: (&str, &str, &str),
         maps: &[Mapping],
-        snat: bool,
-        masq_all: bool,
+        opts: &Options,
     ) -> Result<()> {
         let tag = validate_owner("portmap", owner.0, owner.1, owner.2)?;
-        for w in plan_add(&tag, maps, snat, masq_all)? {
+        for w in plan_add(&tag, maps, opts)? {
             match self.get(&w.set, &w.el)? {
                 None => {
                     return Err(Error::Invalid(format!(
@@ -763,7 +887,8 @@ impl HostPorts {
     /// Deletes every element of `network` whose (container ID, ifname) is
     /// not kept. Returns the owner tags removed.
     pub fn gc(&mut self, network: &str, keep: &dyn Fn(&str, &str) -> bool) -> Result<Vec<String>> {
-        let victims = self.dump(&OWNED_SETS, |c| {
+        let sets = self.owned_sets()?;
+        let victims = self.dump(&sets, |c| {
             parse_owner(c).is_some_and(|(n, id, ifn)| n == network && !keep(id, ifn))
         })?;
         let mut owners: Vec<String> = victims
@@ -783,7 +908,8 @@ impl HostPorts {
 
     /// Every owned element (of all owners), e.g. for inspection and reconciliation.
     pub fn list(&mut self) -> Result<Vec<Owned>> {
-        self.dump(&OWNED_SETS, |_| true)
+        let sets = self.owned_sets()?;
+        self.dump(&sets, |_| true)
     }
 
     /// The owner tags holding at least one claim.
@@ -850,13 +976,29 @@ impl HostPorts {
         query::table_exists(&mut self.sock, FAMILY, TABLE)
     }
 
+    /// The per-attachment sets: the fixed ones and every lane's maps.
+    fn owned_sets(&mut self) -> Result<Vec<String>> {
+        let mut v: Vec<String> = OWNED_SETS.iter().map(|s| s.to_string()).collect();
+        v.extend(
+            query::list_sets(&mut self.sock, FAMILY, TABLE)?
+                .into_iter()
+                .filter(|s| is_lane_map(s)),
+        );
+        Ok(v)
+    }
+
     fn get(&mut self, set: &str, key: &Element) -> Result<Option<Element>> {
         query::get_element(&mut self.sock, FAMILY, TABLE, set, key)
     }
 
-    fn dump(&mut self, sets: &[&str], pick: impl Fn(&str) -> bool) -> Result<Vec<Owned>> {
+    fn dump<S: AsRef<str>>(
+        &mut self,
+        sets: &[S],
+        pick: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Owned>> {
         let mut out = Vec::new();
         for set in sets {
+            let set = set.as_ref();
             for e in query::list_elements(&mut self.sock, FAMILY, TABLE, set)?.unwrap_or_default() {
                 if e.comment.as_deref().is_some_and(&pick) {
                     out.push(Owned {
@@ -887,7 +1029,7 @@ impl HostPorts {
 
 /// The elements an ADD makes, de-duplicated; two mappings of one host
 /// address/port to different destinations are refused.
-fn plan_add(tag: &str, maps: &[Mapping], snat: bool, masq_all: bool) -> Result<Vec<Want>> {
+fn plan_add(tag: &str, maps: &[Mapping], opts: &Options) -> Result<Vec<Want>> {
     let mut want: Vec<Want> = Vec::new();
     let mut push = |set: String, el: Element, on_taken| {
         if let Some(w) = want.iter().find(|w| w.set == set && w.el.key == el.key) {
@@ -923,7 +1065,7 @@ fn plan_add(tag: &str, maps: &[Mapping], snat: bool, masq_all: bool) -> Result<V
             claim_key(m.proto, m.host_port),
             OnTaken::Refuse,
         )?;
-        let (set, key) = map_key(m);
+        let (set, key) = map_key(m, opts.lane(m.dest.is_ipv6()));
         push(
             set,
             key.with_data(addr_port(&m.dest, m.dest_port)),
@@ -934,11 +1076,11 @@ fn plan_add(tag: &str, maps: &[Mapping], snat: bool, masq_all: bool) -> Result<V
     ips.sort();
     ips.dedup();
     for ip in &ips {
-        if snat {
+        if opts.snat {
             let (s, k) = hairpin_key(ip);
             push(s, k, OnTaken::Replace)?;
         }
-        if masq_all {
+        if opts.masq_all {
             let (s, k) = masqall_key(ip);
             push(s, k, OnTaken::Replace)?;
         }
@@ -1016,18 +1158,18 @@ mod tests {
 
     #[test]
     fn keys_and_labels() {
-        let (set, k) = map_key(&m(None, "10.0.0.2"));
+        let (set, k) = map_key(&m(None, "10.0.0.2"), None);
         assert_eq!(
             (set.as_str(), k.key_label_ports()),
             ("any4", "8080/tcp".into())
         );
-        let (set, k) = map_key(&m(Some("10.1.1.1"), "10.0.0.2"));
+        let (set, k) = map_key(&m(Some("10.1.1.1"), "10.0.0.2"), None);
         assert_eq!(k.key.len(), 12);
         assert_eq!(
             (set.as_str(), k.key_label_ports()),
             ("ip4", "10.1.1.1:8080/tcp".into())
         );
-        let (set, k) = map_key(&m(Some("fd00::1"), "fd00::2"));
+        let (set, k) = map_key(&m(Some("fd00::1"), "fd00::2"), None);
         assert_eq!(k.key.len(), 24);
         assert_eq!(
             (set.as_str(), k.key_label_ports()),
@@ -1054,12 +1196,16 @@ mod tests {
     #[test]
     fn plan_dedups_and_refuses_double_mapping() {
         let maps = [m(None, "10.0.0.2"), m(None, "fd00::2"), m(None, "10.0.0.2")];
-        let w = plan_add("n c e", &maps, true, false).unwrap();
+        let o = Options {
+            snat: true,
+            ..Default::default()
+        };
+        let w = plan_add("n c e", &maps, &o).unwrap();
         // one claim, any4, any6, hairpin4, hairpin6
         assert_eq!(w.len(), 5);
         let mut other = m(None, "10.0.0.2");
         other.dest_port = 81;
-        assert!(plan_add("n c e", &[m(None, "10.0.0.2"), other], true, false).is_err());
-        assert!(plan_add("n c e", &[m(Some("fd00::1"), "10.0.0.2")], true, false).is_err());
+        assert!(plan_add("n c e", &[m(None, "10.0.0.2"), other], &o).is_err());
+        assert!(plan_add("n c e", &[m(Some("fd00::1"), "10.0.0.2")], &o).is_err());
     }
 }

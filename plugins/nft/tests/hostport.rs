@@ -3,7 +3,7 @@
 
 mod common;
 
-use cni_nft::hostport::{HostPorts, Mapping, TABLE};
+use cni_nft::hostport::{HostPorts, Mapping, Options, TABLE};
 use common::*;
 
 fn list() -> String {
@@ -28,6 +28,11 @@ fn m(proto: u8, host_ip: Option<&str>, hp: u16, dest: &str, dp: u16) -> Mapping 
 fn elements_render_in_nft_and_conflicts_name_the_holder() {
     in_netns(|| {
         let mut h = HostPorts::new().unwrap();
+        let all = Options {
+            snat: true,
+            masq_all: true,
+            ..Default::default()
+        };
         let a = ("net1", "ctr1", "eth0");
         let maps = [
             m(6, None, 18080, "10.213.1.2", 80),
@@ -35,8 +40,8 @@ fn elements_render_in_nft_and_conflicts_name_the_holder() {
             m(17, Some("10.1.1.1"), 5353, "10.213.1.2", 53),
             m(132, Some("fd00::1"), 9000, "fd00:213::2", 90),
         ];
-        h.add(a, &maps, true, true).unwrap();
-        h.add(a, &maps, true, true).unwrap(); // idempotent
+        h.add(a, &maps, &all).unwrap();
+        h.add(a, &maps, &all).unwrap(); // idempotent
         let s = list();
         println!("{s}");
         for want in [
@@ -63,8 +68,7 @@ fn elements_render_in_nft_and_conflicts_name_the_holder() {
                     m(6, Some("10.9.9.9"), 18080, "10.213.1.3", 80),
                     m(6, None, 18081, "10.213.1.3", 80),
                 ],
-                true,
-                false,
+                &all,
             )
             .unwrap_err();
         assert_eq!(
@@ -73,9 +77,9 @@ fn elements_render_in_nft_and_conflicts_name_the_holder() {
         );
         assert_eq!(list(), s, "nothing half-made");
         // b's DEL after its failed ADD keeps a's mapping.
-        h.del(b, Some(&[m(6, None, 18080, "10.213.1.3", 80)]), None)
+        h.del(b, Some(&[m(6, None, 18080, "10.213.1.3", 80)]), None, &all)
             .unwrap();
-        h.check(a, &maps, true, true).unwrap();
+        h.check(a, &maps, &all).unwrap();
         h.del(
             a,
             Some(&maps),
@@ -83,10 +87,11 @@ fn elements_render_in_nft_and_conflicts_name_the_holder() {
                 "10.213.1.2".parse().unwrap(),
                 "fd00:213::2".parse().unwrap(),
             ]),
+            &all,
         )
         .unwrap();
         assert!(h.list().unwrap().is_empty(), "{}", list());
-        h.del(a, Some(&maps), None).unwrap();
-        h.del(a, None, None).unwrap();
+        h.del(a, Some(&maps), None, &all).unwrap();
+        h.del(a, None, None, &all).unwrap();
     });
 }
