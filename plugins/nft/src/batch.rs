@@ -307,6 +307,7 @@ impl Batch {
         msg::end(&mut out, e);
 
         let first_op = self.ops.first().map(|(_, d)| d.clone()).unwrap_or_default();
+        sock.reserve_acks(self.ops.len() + 2);
         sock.send(&out, &first_op)?;
 
         let mut answered = vec![false; self.ops.len()];

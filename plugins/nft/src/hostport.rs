@@ -432,16 +432,6 @@ fn masqall_key(ip: &IpAddr) -> (String, Element) {
     (format!("masqall{}", sfx(ip.is_ipv6())), Element::ip(*ip))
 }
 
-/// A human-readable label of a claim key (`8080/tcp`).
-fn claim_label(key: &[u8]) -> String {
-    match key {
-        [proto, _, _, _, a, b, ..] => {
-            format!("{}/{}", u16::from_be_bytes([*a, *b]), proto_name(*proto))
-        }
-        _ => "?".into(),
-    }
-}
-
 // ---- table layout ---------------------------------------------------------
 
 fn set_spec(name: &str, key: KeyType, data: Option<KeyType>) -> SetSpec {
@@ -863,7 +853,7 @@ impl HostPorts {
                 None => {
                     return Err(Error::Invalid(format!(
                         "{} is missing from set {FAMILY} {TABLE} {}",
-                        w.el.key_label_ports(),
+                        w.el.key_label(),
                         w.set
                     )))
                 }
@@ -873,7 +863,7 @@ impl HostPorts {
                 Some(have) if have.data != w.el.data => {
                     return Err(Error::Invalid(format!(
                         "{} in map {FAMILY} {TABLE} {} points elsewhere than {}",
-                        w.el.key_label_ports(),
+                        w.el.key_label(),
                         w.set,
                         describe_data(w.el.data.as_deref().unwrap_or_default())
                     )))
@@ -1036,7 +1026,7 @@ fn plan_add(tag: &str, maps: &[Mapping], opts: &Options) -> Result<Vec<Want>> {
             if w.el.data != el.data {
                 return Err(Error::Invalid(format!(
                     "{} is mapped twice, to {} and to {}; publish a host port once",
-                    el.key_label_ports(),
+                    el.key_label(),
                     describe_data(w.el.data.as_deref().unwrap_or_default()),
                     describe_data(el.data.as_deref().unwrap_or_default()),
                 )));
@@ -1097,7 +1087,7 @@ fn conflict(w: &Want, have: &Element) -> Error {
         .unwrap_or_else(|| format!("{:?}", have.comment.as_deref().unwrap_or("unknown")));
     Error::Conflict(format!(
         "host port {} is already published by {holder}; choose another host port or remove that container first",
-        w.el.key_label_ports()
+        w.el.key_label()
     ))
 }
 
@@ -1120,25 +1110,32 @@ fn describe_data(d: &[u8]) -> String {
     }
 }
 
-impl Element {
-    /// Label of a published-port key: `8080/tcp`, `10.0.0.1:8080/tcp`,
-    /// `[fd00::1]:8080/tcp`; other keys as [`Element::key_label`].
-    pub fn key_label_ports(&self) -> String {
-        let k = &self.key;
-        match k.len() {
-            8 if k[1..4] == [0, 0, 0] && k[6..] == [0, 0] => claim_label(k),
-            12 => format!(
-                "{}:{}",
-                IpAddr::from(<[u8; 4]>::try_from(&k[..4]).unwrap_or_default()),
-                claim_label(&k[4..])
-            ),
-            24 => format!(
-                "[{}]:{}",
-                IpAddr::from(<[u8; 16]>::try_from(&k[..16]).unwrap_or_default()),
-                claim_label(&k[16..])
-            ),
-            _ => self.key_label(),
+/// Label of a published-port key: `8080/tcp`, `10.0.0.1:8080/tcp`,
+/// `[fd00::1]:8080/tcp`; `None` for keys of another shape.
+pub(crate) fn port_key_label(k: &[u8]) -> Option<String> {
+    let pp = |k: &[u8]| -> Option<String> {
+        match k {
+            [p @ (6 | 17 | 132), 0, 0, 0, a, b, 0, 0] => Some(format!(
+                "{}/{}",
+                u16::from_be_bytes([*a, *b]),
+                proto_name(*p)
+            )),
+            _ => None,
         }
+    };
+    match k.len() {
+        8 => pp(k),
+        12 => Some(format!(
+            "{}:{}",
+            IpAddr::from(<[u8; 4]>::try_from(&k[..4]).ok()?),
+            pp(&k[4..])?
+        )),
+        24 => Some(format!(
+            "[{}]:{}",
+            IpAddr::from(<[u8; 16]>::try_from(&k[..16]).ok()?),
+            pp(&k[16..])?
+        )),
+        _ => None,
     }
 }
 
@@ -1159,20 +1156,17 @@ mod tests {
     #[test]
     fn keys_and_labels() {
         let (set, k) = map_key(&m(None, "10.0.0.2"), None);
-        assert_eq!(
-            (set.as_str(), k.key_label_ports()),
-            ("any4", "8080/tcp".into())
-        );
+        assert_eq!((set.as_str(), k.key_label()), ("any4", "8080/tcp".into()));
         let (set, k) = map_key(&m(Some("10.1.1.1"), "10.0.0.2"), None);
         assert_eq!(k.key.len(), 12);
         assert_eq!(
-            (set.as_str(), k.key_label_ports()),
+            (set.as_str(), k.key_label()),
             ("ip4", "10.1.1.1:8080/tcp".into())
         );
         let (set, k) = map_key(&m(Some("fd00::1"), "fd00::2"), None);
         assert_eq!(k.key.len(), 24);
         assert_eq!(
-            (set.as_str(), k.key_label_ports()),
+            (set.as_str(), k.key_label()),
             ("ip6", "[fd00::1]:8080/tcp".into())
         );
         assert_eq!(

@@ -298,6 +298,9 @@ impl Element {
 
     /// Human-readable key for error messages.
     pub fn key_label(&self) -> String {
+        if let Some(l) = crate::hostport::port_key_label(&self.key) {
+            return l;
+        }
         if let Some((name, m)) = self.key_ifname_ether() {
             return format!(
                 "\"{name}\" . {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -316,6 +319,9 @@ impl Element {
             let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
             String::from_utf8_lossy(&b[..end]).into_owned()
         };
+        if !self.key.iter().all(|&c| c == 0 || c.is_ascii_graphic()) {
+            return self.key.iter().map(|b| format!("{b:02x}")).collect();
+        }
         self.key
             .chunks(IFNAMSIZ)
             .map(|c| format!("\"{}\"", printable(c)))
