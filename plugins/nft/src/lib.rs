@@ -4,8 +4,10 @@
 //! Low level: [`Batch`] (one atomic transaction), [`Expr`] (rule
 //! expressions), [`query`] (existence checks and dumps), [`NftSocket`].
 //! High level: [`masq::MasqSetup`] (ipMasq state for the bridge plugin) and
-//! [`forward`] (FORWARD accept/isolation for hosts running dockerd) and
-//! [`spoofchk::SpoofChk`] (`macspoofchk`, bridge family).
+//! [`forward`] (FORWARD accept/isolation for hosts running dockerd),
+//! [`spoofchk::SpoofChk`] (`macspoofchk`, bridge family) and
+//! [`hostport::HostPorts`] (published ports: the `portmap` plugin and
+//! cnm-shim's `-p`, one engine).
 
 mod attr;
 pub mod batch;
@@ -16,7 +18,6 @@ pub mod hostport;
 pub mod masq;
 mod msg;
 pub mod owner;
-pub mod portmap;
 pub mod query;
 pub mod socket;
 pub mod spoofchk;

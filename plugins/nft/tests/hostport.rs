@@ -3,6 +3,7 @@
 
 mod common;
 
+use cni_nft::forward::{ensure_dnat_accept, remove_dnat_accept};
 use cni_nft::hostport::{HostPorts, Mapping, Options, TABLE};
 use common::*;
 
@@ -93,5 +94,50 @@ fn elements_render_in_nft_and_conflicts_name_the_holder() {
         assert!(h.list().unwrap().is_empty(), "{}", list());
         h.del(a, Some(&maps), None, &all).unwrap();
         h.del(a, None, None, &all).unwrap();
+    });
+}
+
+#[test]
+fn internal_bridges() {
+    in_netns(|| {
+        let mut t = HostPorts::new().unwrap();
+        assert!(t.internal_bridges().unwrap().is_empty());
+        t.set_internal("cnm-br1", true).unwrap();
+        t.set_internal("cnm-br1", true).unwrap();
+        t.set_internal("cnm-br2", true).unwrap();
+        let s = list();
+        assert!(
+            s.contains("iifname @internal iifname . oifname != @internal_self counter packets 0 bytes 0 drop"),
+            "{s}"
+        );
+        let mut b = t.internal_bridges().unwrap();
+        b.sort();
+        assert_eq!(b, vec!["cnm-br1", "cnm-br2"]);
+        t.set_internal("cnm-br1", false).unwrap();
+        t.set_internal("cnm-br1", false).unwrap();
+        assert_eq!(t.internal_bridges().unwrap(), vec!["cnm-br2"]);
+    });
+}
+
+#[test]
+fn docker_user_dnat_accept() {
+    in_netns(|| {
+        // Without DOCKER-USER nothing happens.
+        ensure_dnat_accept("cnm-br1").unwrap();
+        run("iptables", &["-N", "DOCKER-USER"]);
+        run("iptables", &["-A", "DOCKER-USER", "-j", "RETURN"]);
+        ensure_dnat_accept("cnm-br1").unwrap();
+        ensure_dnat_accept("cnm-br1").unwrap();
+        let s = run("iptables", &["-S", "DOCKER-USER"]);
+        println!("{s}");
+        assert_eq!(s.matches("--ctstate DNAT").count(), 1, "{s}");
+        assert!(
+            s.contains("-A DOCKER-USER -o cnm-br1 -m conntrack --ctstate DNAT -m comment --comment \"cnm-shim dnat cnm-br1\" -j ACCEPT"),
+            "{s}"
+        );
+        remove_dnat_accept("cnm-br1").unwrap();
+        remove_dnat_accept("cnm-br1").unwrap();
+        let s = run("iptables", &["-S", "DOCKER-USER"]);
+        assert!(!s.contains("DNAT"), "{s}");
     });
 }
