@@ -88,19 +88,21 @@ impl Plugin for Portmap {
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let conf = config::load(req)?;
         let mut h = engine()?;
-        if conf.ports.is_empty() {
-            return h
-                .del(owner(req), None, None, &options(&conf))
-                .map_err(nft_err);
-        }
-        let prev = req.prev_result().ok().flatten();
-        let ips: Option<Vec<IpAddr>> = prev.map(|p| config::container_ips(&p, &req.env.ifname));
-        let ips = ips.filter(|v| !v.is_empty());
-        // Keys only need the host side; the destination's family picks the maps.
-        let any: Vec<IpAddr> = vec![IpAddr::from([0u8; 4]), IpAddr::from([0u8; 16])];
-        let maps: Vec<Mapping> = config::mappings(&conf.ports, &any);
-        h.del(owner(req), Some(&maps), ips.as_deref(), &options(&conf))
-            .map_err(nft_err)
+        let r = if conf.ports.is_empty() {
+            h.del(owner(req), None, None, &options(&conf))
+        } else {
+            let prev = req.prev_result().ok().flatten();
+            let ips: Option<Vec<IpAddr>> = prev.map(|p| config::container_ips(&p, &req.env.ifname));
+            let ips = ips.filter(|v| !v.is_empty());
+            // Keys only need the host side; both families' maps are looked at.
+            let any = [IpAddr::from([0u8; 4]), IpAddr::from([0u8; 16])];
+            let maps: Vec<Mapping> = config::mappings(&conf.ports, &any);
+            h.del(owner(req), Some(&maps), ips.as_deref(), &options(&conf))
+        };
+        // Closing a socket whose transaction deleted elements waits ~10 ms for the kernel's
+        // deferred cleanup: a detached process holds it instead (see cni_core::detach).
+        cni_core::detach::linger_detached(h);
+        r.map_err(nft_err)
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
