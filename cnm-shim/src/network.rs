@@ -159,7 +159,7 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
     })?;
     if internal {
         let _n = shim.lock_nft();
-        cni_nft::portmap::PortTable::new(&shim.cfg.nft_table())
+        cni_nft::hostport::HostPorts::new()
             .and_then(|mut t| t.set_internal(&bridge, true))
             .map_err(|e| err!("isolate internal network bridge {bridge}: {e}"))?;
     }
@@ -226,21 +226,16 @@ pub fn teardown(shim: &Shim, net: &Network) -> Result<()> {
             errors.push(format!("remove forwarding rules of {}: {e}", net.bridge));
         }
     }
-    if let Err(e) = cni_nft::portmap::remove_dnat_accept(&net.bridge) {
+    if let Err(e) = cni_nft::forward::remove_dnat_accept(&net.bridge) {
         errors.push(format!("remove DNAT accept rules of {}: {e}", net.bridge));
     }
     {
+        // The published-ports table is shared with CNI containers: only our element goes.
         let _n = shim.lock_nft();
-        let last = shim.read(|s| s.networks.len() <= 1);
-        let r = cni_nft::portmap::PortTable::new(&shim.cfg.nft_table()).and_then(|mut t| {
-            t.set_internal(&net.bridge, false)?;
-            if last && t.owners()?.is_empty() {
-                t.delete()?;
-            }
-            Ok(())
-        });
+        let r = cni_nft::hostport::HostPorts::new()
+            .and_then(|mut t| t.set_internal(&net.bridge, false));
         if let Err(e) = r {
-            errors.push(format!("nftables table {}: {e}", shim.cfg.nft_table()));
+            errors.push(format!("internal isolation of {}: {e}", net.bridge));
         }
     }
     if let Err(e) = endpoint::masq_gc(shim, Some(&net.id)) {

@@ -1,14 +1,19 @@
-//! `-p/--publish`: dockerd does no port publishing for remote drivers, so the shim programs
-//! DNAT rules (`cni_nft::portmap`) in ProgramExternalConnectivity, from the
-//! `com.docker.network.portmap` option, and removes them in RevokeExternalConnectivity and
-//! DeleteEndpoint. Published ports answer on every local address of the host (from outside and
-//! from the host itself, 127.0.0.1 included) or on the given host IP.
+//! `-p/--publish`: dockerd does no port publishing for remote drivers, so the shim publishes
+//! ports in ProgramExternalConnectivity, from the `com.docker.network.portmap` option, and
+//! removes them in RevokeExternalConnectivity and DeleteEndpoint. It uses the same engine as
+//! the `portmap` CNI plugin (`cni_nft::hostport`, table `inet cni_rs_ports`), so a host port
+//! is held by one container whichever runtime started it. Published ports answer on every
+//! local address of the host (from outside and from the host itself, 127.0.0.1 included) or on
+//! the given host IP.
 
 use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
+use cni_nft::hostport::{HostPorts, Mapping, Options};
+
 use crate::api::{self, EndpointRef, PortBinding};
+use crate::cni::IFNAME;
 use crate::err;
 use crate::error::Result;
 use crate::shim::Shim;
@@ -17,20 +22,20 @@ use crate::state::{Endpoint, Network, Phase, PortMap};
 /// Host ports picked for `-p CONTAINERPORT` (host port 0), as docker's own range.
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49153..=65535;
 
-pub fn proto_name(p: u8) -> &'static str {
-    match p {
-        6 => "tcp",
-        17 => "udp",
-        132 => "sctp",
-        _ => "?",
-    }
-}
+pub use cni_nft::hostport::proto_name;
 
+/// Two mappings of one endpoint that cannot coexist (one host address and port, two targets).
 fn clash(a: &PortMap, b: &PortMap) -> bool {
     a.proto == b.proto
         && a.host_port == b.host_port
         && a.dest.is_ipv6() == b.dest.is_ipv6()
         && (a.host_ip.is_none() || b.host_ip.is_none() || a.host_ip == b.host_ip)
+}
+
+/// A (protocol, host port) is held by one endpoint, whatever the host IP: the rule of the
+/// shared engine's claims.
+fn taken(other: &PortMap, m: &PortMap) -> bool {
+    other.proto == m.proto && other.host_port == m.host_port
 }
 
 fn port_free(proto: u8, port: u16) -> bool {
@@ -97,7 +102,8 @@ pub fn plan(
                         dest: dests[0],
                         dest_port: b.port,
                     };
-                    !used.iter().chain(out.iter()).any(|u| clash(u, &probe))
+                    !used.iter().any(|u| taken(u, &probe))
+                        && !out.iter().any(|u| clash(u, &probe))
                         && port_free(b.proto, *p)
                 })
                 .ok_or_else(|| {
@@ -116,7 +122,7 @@ pub fn plan(
                 dest,
                 dest_port: b.port,
             };
-            if used.iter().chain(out.iter()).any(|u| clash(u, &m)) {
+            if used.iter().any(|u| taken(u, &m)) || out.iter().any(|u| clash(u, &m)) {
                 return Err(err!(
                     "host port {host_port}/{} is already published by another container; choose another -p host port",
                     proto_name(b.proto)
@@ -128,8 +134,8 @@ pub fn plan(
     Ok(out)
 }
 
-fn to_nft(m: &PortMap) -> cni_nft::portmap::Mapping {
-    cni_nft::portmap::Mapping {
+fn to_nft(m: &PortMap) -> Mapping {
+    Mapping {
         proto: m.proto,
         host_ip: m.host_ip,
         host_port: m.host_port,
@@ -138,11 +144,40 @@ fn to_nft(m: &PortMap) -> cni_nft::portmap::Mapping {
     }
 }
 
-/// Programs `maps` as the complete set of `owner`'s published ports.
-pub fn apply(shim: &Shim, bridge: &str, owner: &str, maps: &[PortMap]) -> Result<()> {
+/// The engine's owner tag of an endpoint: (store name, endpoint ID, eth0), so reconcile and
+/// GC find the shim's elements among those of CNI containers.
+pub fn owner<'a>(store: &'a str, ep_id: &'a str) -> (&'a str, &'a str, &'a str) {
+    (store, ep_id, IFNAME)
+}
+
+/// Docker's behaviour: hairpin and host-loopback connections are masqueraded.
+fn options() -> Options {
+    Options {
+        snat: true,
+        ..Default::default()
+    }
+}
+
+fn nft_err(what: String, e: cni_nft::Error) -> crate::error::Error {
+    match e {
+        // Names the holder (maybe a CNI container): the user's to resolve.
+        cni_nft::Error::Conflict(m) => err!("{m}"),
+        e => err!("{what}: {e}"),
+    }
+}
+
+/// Programs `maps` as the complete set of `owner`'s published ports; `old` is what was
+/// programmed before (replaced when different).
+pub fn apply(
+    shim: &Shim,
+    bridge: &str,
+    ep_id: &str,
+    old: &[PortMap],
+    maps: &[PortMap],
+) -> Result<()> {
     let _n = shim.lock_nft();
     if !maps.is_empty() {
-        cni_nft::portmap::ensure_dnat_accept(bridge)
+        cni_nft::forward::ensure_dnat_accept(bridge)
             .map_err(|e| err!("accept published ports into {bridge}: {e}"))?;
         if maps.iter().any(|m| m.dest.is_ipv4()) {
             // Lets 127.0.0.1:<port> reach the container (docker does the same for docker0).
@@ -150,10 +185,16 @@ pub fn apply(shim: &Shim, bridge: &str, owner: &str, maps: &[PortMap]) -> Result
                 .map_err(|e| err!("enable route_localnet on {bridge}: {e}"))?;
         }
     }
-    let nft: Vec<_> = maps.iter().map(to_nft).collect();
-    cni_nft::portmap::PortTable::new(&shim.cfg.nft_table())
-        .and_then(|mut t| t.set_mappings(owner, &nft))
-        .map_err(|e| err!("program published ports of {owner}: {e}"))
+    let store = shim.cfg.store_name();
+    let who = owner(&store, ep_id);
+    let mut h = HostPorts::new().map_err(|e| err!("nftables: {e}"))?;
+    if !old.is_empty() && old != maps {
+        h.del(who, None, None, &options())
+            .map_err(|e| nft_err(format!("remove published ports of {ep_id}"), e))?;
+    }
+    let nft: Vec<Mapping> = maps.iter().map(to_nft).collect();
+    h.add(who, &nft, &options())
+        .map_err(|e| nft_err(format!("program published ports of {ep_id}"), e))
 }
 
 pub fn program(shim: &Shim, req: EndpointRef) -> Result<Value> {
@@ -188,7 +229,7 @@ pub fn program(shim: &Shim, req: EndpointRef) -> Result<Value> {
         return Ok(json!({}));
     }
     let maps = plan(&bindings, &ep, &net, &used)?;
-    apply(shim, &net.bridge, &ep.id, &maps)?;
+    apply(shim, &net.bridge, &ep.id, &ep.ports, &maps)?;
     shim.update(|s| {
         if let Some(e) = s.endpoints.get_mut(&ep.id) {
             e.ports = maps.clone();
@@ -215,12 +256,10 @@ pub fn revoke(shim: &Shim, req: EndpointRef) -> Result<Value> {
 pub fn unpublish(shim: &Shim, ep: &Endpoint) -> Result<()> {
     {
         let _n = shim.lock_nft();
-        let mut t = cni_nft::portmap::PortTable::new(&shim.cfg.nft_table())
-            .map_err(|e| err!("nftables: {e}"))?;
-        if t.exists().map_err(|e| err!("nftables: {e}"))? {
-            t.remove(&ep.id)
-                .map_err(|e| err!("remove published ports of {}: {e}", ep.id))?;
-        }
+        let store = shim.cfg.store_name();
+        HostPorts::new()
+            .and_then(|mut h| h.del(owner(&store, &ep.id), None, None, &options()))
+            .map_err(|e| err!("remove published ports of {}: {e}", ep.id))?;
     }
     if !ep.ports.is_empty() {
         shim.update(|s| {

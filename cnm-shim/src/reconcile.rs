@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use crate::cni;
+use crate::cni::{self, IFNAME};
 use crate::endpoint;
 use crate::ipam;
 use crate::network;
@@ -116,31 +116,32 @@ fn nft(shim: &Shim) {
     let live: HashSet<&str> = eps.iter().map(|e| e.id.as_str()).collect();
     {
         let _n = shim.lock_nft();
-        let r = cni_nft::portmap::PortTable::new(&shim.cfg.nft_table()).and_then(|mut t| {
-            if !t.exists()? {
-                return Ok(());
-            }
-            for o in t.owners()? {
-                if !live.contains(o.as_str()) {
-                    crate::info!("reconcile: removing published ports of gone endpoint {o}");
-                    t.remove(&o)?;
-                }
+        let store = shim.cfg.store_name();
+        let r = cni_nft::hostport::HostPorts::new().and_then(|mut t| {
+            // Elements of our endpoints that are gone (the table is shared with CNI
+            // containers: only our store name's owners are considered).
+            for o in t.gc(&store, &|id, ifname| ifname == IFNAME && live.contains(id))? {
+                crate::info!("reconcile: removed published ports of gone endpoint {o}");
             }
             for b in t.internal_bridges()? {
-                if !nets.iter().any(|n| n.internal && n.bridge == b) {
+                if nets.iter().any(|n| n.bridge == b)
+                    && !nets.iter().any(|n| n.internal && n.bridge == b)
+                {
                     t.set_internal(&b, false)?;
                 }
             }
             Ok(())
         });
         if let Err(e) = r {
-            crate::warn!("reconcile: nftables table {}: {e}", shim.cfg.nft_table());
+            crate::warn!("reconcile: published ports: {e}");
         }
+        // The per-shim table of earlier versions (one rule per mapping) is superseded.
+        legacy_table(shim);
     }
     for n in nets.iter().filter(|n| n.internal) {
         let _n = shim.lock_nft();
-        if let Err(e) = cni_nft::portmap::PortTable::new(&shim.cfg.nft_table())
-            .and_then(|mut t| t.set_internal(&n.bridge, true))
+        if let Err(e) =
+            cni_nft::hostport::HostPorts::new().and_then(|mut t| t.set_internal(&n.bridge, true))
         {
             crate::warn!("reconcile: isolate {}: {e}", n.bridge);
         }
@@ -148,10 +149,28 @@ fn nft(shim: &Shim) {
     // Re-program published ports (a no-op when the rules are intact).
     for ep in eps.iter().filter(|e| !e.ports.is_empty()) {
         if let Some(n) = nets.iter().find(|n| n.id == ep.network) {
-            if let Err(e) = ports::apply(shim, &n.bridge, &ep.id, &ep.ports) {
+            if let Err(e) = ports::apply(shim, &n.bridge, &ep.id, &ep.ports, &ep.ports) {
                 crate::warn!("reconcile: {e}");
             }
         }
+    }
+}
+
+/// Deletes `table inet cnm_<name>` left by a shim version that kept its own port table.
+fn legacy_table(shim: &Shim) {
+    let table = shim.cfg.nft_table();
+    let r = cni_nft::NftSocket::new().and_then(|mut s| {
+        if !cni_nft::query::table_exists(&mut s, cni_nft::Family::Inet, &table)? {
+            return Ok(());
+        }
+        let mut b = cni_nft::Batch::new();
+        b.del_table(cni_nft::Family::Inet, &table);
+        b.commit(&mut s)
+    });
+    match r {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => crate::warn!("reconcile: remove legacy table inet {table}: {e}"),
     }
 }
 

@@ -425,10 +425,56 @@ fn publish_ipv6_options_internal() {
         "{e}"
     );
     let _ = w.docker(&["rm", "-f", "web2"]);
+    // Host ports are claimed in one table shared with CNI containers (the portmap plugin):
+    // a port docker published is refused to a CNI container and vice versa.
+    let portmap = |cmd: &str, port: u16| {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "cninet", "type": "portmap",
+            "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80}]},
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/run/netns/cnictr"}],
+                "ips": [{"address": "10.213.9.9/24", "interface": 0}]},
+        });
+        let bin = cni_tests::bin("portmap");
+        let call = cni_tests::Call {
+            container_id: "cnictr",
+            netns: "/run/netns/cnictr",
+            ifname: "eth0",
+            cni_path: "/nonexistent",
+            host: Some(&w.ns),
+            ..cni_tests::Call::new(&bin, cmd)
+        };
+        cni_tests::run(&call, &conf.to_string())
+    };
+    let (code, msg) = portmap("ADD", 18080).err();
+    assert!(
+        code == 7 && msg.contains("18080/tcp is already published by cnm-"),
+        "{code} {msg}"
+    );
+    portmap("ADD", 18085).expect_ok();
+    let e = w.docker_err(&[
+        "run",
+        "-d",
+        "--name",
+        "web3",
+        "--network",
+        "n6",
+        "-p",
+        "18085:80",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    assert!(
+        e.contains("18085/tcp is already published by cninet/cnictr/eth0"),
+        "{e}"
+    );
+    let _ = w.docker(&["rm", "-f", "web3"]);
+    portmap("DEL", 18085).expect_ok();
     // Ports go away with the container.
     w.docker_ok(&["rm", "-f", "web"]);
     assert_eq!(wget(&w.ns, "http://127.0.0.1:18080/"), None);
-    assert!(!w.ruleset().contains("dport 18080"));
+    assert!(!w.ruleset().contains(". 18080"), "{}", w.ruleset());
 
     // --internal: peers yes, outside no (even with a hand-made default route).
     create_net(&w, "ni", &["--internal", "--subnet", "10.213.4.0/24"]);

@@ -6,17 +6,11 @@
 //! Needs root, containerd 1.6 + ctr, runc, nsenter/unshare, nft and busybox; the binaries built
 //! first (`cargo build --workspace --bins`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cni_tests::containerd::Containerd;
 use cni_tests::{bin, nft_set_elements, unique, Netns, TempDir};
 use serde_json::{json, Value};
-
-/// TEMPORARY until our portmap lands: the Go reference stands in for it.
-fn stand_in(name: &str) -> PathBuf {
-    const REFERENCE_STAND_INS: &str = "/usr/lib/cni";
-    Path::new(REFERENCE_STAND_INS).join(name)
-}
 
 fn conflist(net: &str, bridge: &str, data_dir: &Path, ports: Option<Value>) -> Value {
     let mut plugins = vec![
@@ -49,7 +43,7 @@ fn ctr_run_cni_connectivity_ports_and_cleanup() {
     c.install("bridge", &bin("bridge"));
     c.install("host-local", &bin("host-local"));
     c.install("loopback", &bin("loopback"));
-    c.install("portmap", &stand_in("portmap"));
+    c.install("portmap", &bin("portmap"));
     let net = unique("ctrnet");
     let br = unique("ctrbr");
     let ports = json!([{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]);

@@ -11,6 +11,7 @@
 use std::any::Any;
 use std::sync::Mutex;
 
+use cni_core::detach::detached;
 use cni_netlink::Netlink;
 
 /// Objects whose drop is slow (an nf_tables socket that just deleted elements: its close waits
@@ -50,54 +51,10 @@ fn delete_link_detached(mut sock: Netlink, index: u32, lingering: Vec<Box<dyn An
     });
 }
 
-/// Runs `f` in a detached grandchild; the caller continues at once. On fork failure `f` runs
-/// inline.
-fn detached(f: impl FnOnce()) {
-    // SAFETY: the plugin is single-threaded here (no thread was spawned; IPAM children were
-    // waited for), so the child may keep running Rust code after fork.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => f(),
-        0 => {
-            // SAFETY: same single-threaded child; the grandchild is re-parented to init (or the
-            // nearest subreaper), which reaps it.
-            if unsafe { libc::fork() } == 0 {
-                detach_stdio();
-                f();
-            }
-            // SAFETY: _exit skips atexit handlers and stdio flushing, which belong to the parent.
-            unsafe { libc::_exit(0) }
-        }
-        child => {
-            let mut status = 0;
-            // SAFETY: waiting for our own direct child, which exits right after its fork.
-            unsafe { libc::waitpid(child, &mut status, 0) };
-        }
-    }
-}
-
 fn delete(sock: &mut Netlink, index: u32) {
     if let Err(e) = sock.delete_link(index) {
         if !e.is_not_found() {
             eprintln!("bridge: DEL: delete link {index}: {e}");
-        }
-    }
-}
-
-/// The runtime reads our stdout/stderr until EOF: the grandchild must not keep them open, and
-/// leaves the runtime's session.
-fn detach_stdio() {
-    // SAFETY: plain syscalls on fds we own; /dev/null is opened read-write and dup'ed onto 0-2.
-    unsafe {
-        libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            libc::dup2(null, 0);
-            libc::dup2(null, 1);
-            libc::dup2(null, 2);
-            if null > 2 {
-                libc::close(null);
-            }
         }
     }
 }

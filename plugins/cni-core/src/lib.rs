@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod delegate;
+pub mod detach;
 pub mod env;
 pub mod error;
 pub mod gc;

@@ -164,12 +164,17 @@ impl Batch {
             if spec.verdict_map {
                 w.put_be32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
                 w.put_be32(NFTA_SET_DATA_LEN, 0);
+            } else if let Some(d) = &spec.data {
+                let (data_type, data_len) = d.raw();
+                w.put_be32(NFTA_SET_DATA_TYPE, data_type);
+                w.put_be32(NFTA_SET_DATA_LEN, data_len);
             }
             w.put_be32(NFTA_SET_ID, id);
-            w.put(
-                NFTA_SET_USERDATA,
-                &udata::set_key_byteorder(spec.key.nft_byteorder()),
-            );
+            let mut ud = udata::set_key_byteorder(spec.key.nft_byteorder());
+            if let Some(d) = &spec.data {
+                ud.extend(udata::set_data_byteorder(d.nft_byteorder()));
+            }
+            w.put(NFTA_SET_USERDATA, &ud);
         })
     }
 
@@ -210,6 +215,8 @@ impl Batch {
                     w.nest(NFTA_SET_ELEM_KEY, |w| w.put(NFTA_DATA_VALUE, &el.key));
                     if let Some(v) = &el.verdict {
                         w.nest(NFTA_SET_ELEM_DATA, |w| v.encode(w));
+                    } else if let Some(d) = &el.data {
+                        w.nest(NFTA_SET_ELEM_DATA, |w| w.put(NFTA_DATA_VALUE, d));
                     }
                     if let Some(c) = el.comment.as_deref().and_then(udata::encode_comment) {
                         w.put(NFTA_SET_ELEM_USERDATA, &c);
@@ -300,6 +307,7 @@ impl Batch {
         msg::end(&mut out, e);
 
         let first_op = self.ops.first().map(|(_, d)| d.clone()).unwrap_or_default();
+        sock.reserve_acks(self.ops.len() + 2);
         sock.send(&out, &first_op)?;
 
         let mut answered = vec![false; self.ops.len()];

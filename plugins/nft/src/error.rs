@@ -28,6 +28,9 @@ pub enum Error {
     Protocol(String),
     /// Invalid input from the caller.
     Invalid(String),
+    /// The request conflicts with state another owner holds (e.g. a host
+    /// port already published); the message names the holder.
+    Conflict(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -129,6 +132,7 @@ impl fmt::Display for Error {
             Error::Io { context, source } => write!(f, "nftables: {context}: {source}"),
             Error::Protocol(m) => write!(f, "nftables: unexpected kernel reply: {m}"),
             Error::Invalid(m) => write!(f, "nftables: {m}"),
+            Error::Conflict(m) => write!(f, "{m}"),
         }
     }
 }

@@ -141,7 +141,7 @@ pub enum Expr {
     },
     /// Any other expression, given as its name and its NFTA_EXPR_DATA
     /// attributes `(type, payload)` (nested ones pre-encoded, type with
-    /// NLA_F_NESTED). Used by [`crate::portmap`] for `fib`, `nat` and
+    /// NLA_F_NESTED). Used by [`crate::hostport`] for `fib`, `ct`, `nat` and
     /// immediate data. Never produced by decoding (that gives `Other`).
     Raw {
         name: String,

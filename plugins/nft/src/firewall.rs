@@ -48,7 +48,7 @@ use crate::expr::{
     load_addr, match_ct_bits, match_nfproto, Expr, MetaKey, Verdict, CT_STATE_ESTABLISHED_RELATED,
     CT_STATUS_DNAT, NFT_CT_STATE, NFT_CT_STATUS,
 };
-use crate::masq::{owner_comment, parse_owner, validate_owner};
+use crate::owner::{owner_comment, parse_owner, validate_owner};
 use crate::query;
 use crate::socket::NftSocket;
 use crate::sys::{IFNAMSIZ, NFT_REG_1, NFT_REG_2};
@@ -104,6 +104,7 @@ fn set_specs() -> Vec<SetSpec> {
                 name: set_name(kind, v6).into(),
                 key,
                 verdict_map: false,
+                data: None,
                 flags: 0,
             });
         }

@@ -256,6 +256,7 @@ fn ensure_isolation(sock: &mut NftSocket, bridge: &str, isolate: bool) -> Result
                     name: name.into(),
                     key,
                     verdict_map: false,
+                    data: None,
                     flags: 0,
                 },
                 Create::IfMissing,
@@ -500,6 +501,94 @@ pub fn iface_accept_missing(iface: &str) -> Result<Vec<String>> {
         }
     }
     Ok(missing)
+}
+
+// ---- DOCKER-USER: accept DNAT-ed connections into a bridge ----------------
+
+fn dnat_comment(bridge: &str) -> String {
+    format!("cnm-shim dnat {bridge}")
+}
+
+/// `-m conntrack --ctstate DNAT` (`struct xt_conntrack_mtinfo3`, 168 bytes
+/// XT_ALIGN'ed; host-order u16 `match_flags` at 146 and `state_mask` at 150;
+/// XT_CONNTRACK_STATE_DNAT = 1 << (IP_CT_NUMBER + 2) = 1 << 7).
+fn conntrack_dnat() -> Expr {
+    const XT_CONNTRACK_STATE: u16 = 1;
+    const STATE_DNAT: u16 = 1 << 7;
+    let mut info = vec![0u8; 168];
+    info[146..148].copy_from_slice(&XT_CONNTRACK_STATE.to_ne_bytes());
+    info[150..152].copy_from_slice(&STATE_DNAT.to_ne_bytes());
+    Expr::Match {
+        name: "conntrack".into(),
+        rev: 3,
+        info,
+    }
+}
+
+fn dnat_accept_rule(fam: Family, bridge: &str) -> RuleSpec {
+    let mut exprs: Vec<Expr> = match_ifname(true, bridge).into();
+    exprs.extend([
+        conntrack_dnat(),
+        Expr::Counter,
+        Expr::Immediate(Verdict::Accept),
+    ]);
+    RuleSpec {
+        family: fam,
+        table: "filter".into(),
+        chain: DOCKER_USER.into(),
+        exprs,
+        comment: Some(dnat_comment(bridge)),
+        append: false,
+    }
+}
+
+/// For published ports (cnm-shim): dockerd's `filter FORWARD` (policy DROP
+/// when dockerd enabled forwarding) would drop a DNAT-ed connection.
+/// Inserts `-o <bridge> -m conntrack --ctstate DNAT -j ACCEPT` at the top of
+/// `ip`/`ip6 filter DOCKER-USER`, where that chain exists (dockerd with
+/// iptables). Idempotent (found by its comment); runs under the ruleset
+/// generation id so a concurrent change by dockerd makes it look again.
+pub fn ensure_dnat_accept(bridge: &str) -> Result<()> {
+    let sock = &mut NftSocket::new()?;
+    let comment = dnat_comment(bridge);
+    for fam in [Family::Ip, Family::Ip6] {
+        let mut done = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let genid = query::generation(sock)?;
+            let Some(rules) = query::list_rules(sock, fam, "filter", DOCKER_USER)? else {
+                done = true;
+                break;
+            };
+            if rules
+                .iter()
+                .any(|r| r.comment.as_deref() == Some(comment.as_str()))
+            {
+                done = true;
+                break;
+            }
+            let mut b = Batch::new().with_genid(genid);
+            b.add_rule(&dnat_accept_rule(fam, bridge));
+            match b.commit(sock) {
+                Ok(()) => {
+                    done = true;
+                    break;
+                }
+                Err(e) if e.errno() == Some(libc::ERESTART) || e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if !done {
+            return Err(Error::Protocol(format!(
+                "{fam} filter {DOCKER_USER}: ruleset kept changing while adding the DNAT accept for {bridge}; retry"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes what [`ensure_dnat_accept`] added for `bridge` (missing is fine).
+pub fn remove_dnat_accept(bridge: &str) -> Result<()> {
+    delete_docker_user_rules(&mut NftSocket::new()?, &dnat_comment(bridge))
 }
 
 #[cfg(test)]

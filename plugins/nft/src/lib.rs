@@ -5,8 +5,10 @@
 //! expressions), [`query`] (existence checks and dumps), [`NftSocket`].
 //! High level: [`masq::MasqSetup`] (ipMasq state for the bridge plugin) and
 //! [`forward`] (FORWARD accept/isolation for hosts running dockerd),
-//! [`firewall::Firewall`] (the `firewall` plugin's state) and
-//! [`spoofchk::SpoofChk`] (`macspoofchk`, bridge family).
+//! [`firewall::Firewall`] (the `firewall` plugin's state),
+//! [`spoofchk::SpoofChk`] (`macspoofchk`, bridge family) and
+//! [`hostport::HostPorts`] (published ports: the `portmap` plugin and
+//! cnm-shim's `-p`, one engine).
 
 mod attr;
 pub mod batch;
@@ -14,9 +16,10 @@ pub mod error;
 pub mod expr;
 pub mod firewall;
 pub mod forward;
+pub mod hostport;
 pub mod masq;
 mod msg;
-pub mod portmap;
+pub mod owner;
 pub mod query;
 pub mod socket;
 pub mod spoofchk;

@@ -55,6 +55,7 @@ use std::net::IpAddr;
 use crate::batch::{Batch, Create};
 use crate::error::{Error, Result};
 use crate::expr::{load_addr, match_addr_prefix, match_nfproto, nfproto_of, Expr, Verdict};
+use crate::owner::{owner_comment, parse_owner, validate_owner};
 use crate::query;
 use crate::socket::NftSocket;
 use crate::sys::NFT_REG_1;
@@ -101,49 +102,6 @@ impl Subnet {
     fn contains(&self, ip: &IpAddr) -> bool {
         ip.is_ipv4() == self.net.is_ipv4() && network_of(*ip, self.prefix) == self.net
     }
-}
-
-/// Owner of an element: `<network> <containerID> <ifname>`. None of the
-/// three may contain whitespace (CNI restricts network names and container
-/// IDs to `[A-Za-z0-9_.-]`, the kernel forbids whitespace in ifnames).
-pub(crate) fn owner_comment(network: &str, container_id: &str, ifname: &str) -> String {
-    format!("{network} {container_id} {ifname}")
-}
-
-pub(crate) fn parse_owner(comment: &str) -> Option<(&str, &str, &str)> {
-    let mut it = comment.split(' ');
-    let r = (it.next()?, it.next()?, it.next()?);
-    it.next().is_none().then_some(r)
-}
-
-/// The owner comment for an element of `what` (`ipMasq`, `firewall`), or an error naming the
-/// part that cannot be recorded.
-pub(crate) fn validate_owner(
-    what: &str,
-    network: &str,
-    container_id: &str,
-    ifname: &str,
-) -> Result<String> {
-    for (part, v) in [
-        ("network name", network),
-        ("container ID", container_id),
-        ("interface name", ifname),
-    ] {
-        if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '\0') {
-            return Err(Error::Invalid(format!(
-                "{what}: {part} {v:?} is empty or contains whitespace; it cannot be recorded in an nftables set element"
-            )));
-        }
-    }
-    let c = owner_comment(network, container_id, ifname);
-    if c.len() > crate::MAX_COMMENT {
-        return Err(Error::Invalid(format!(
-            "{what}: network name + container ID + ifname are {} bytes, more than the {} an nftables comment holds; shorten the network name",
-            c.len(),
-            crate::MAX_COMMENT
-        )));
-    }
-    Ok(c)
 }
 
 /// Network address of `ip/prefix`.
@@ -256,6 +214,7 @@ fn push_subnet(b: &mut Batch, s: &Subnet) -> usize {
                 KeyType::Ipv4Addr
             },
             verdict_map: false,
+            data: None,
             flags: 0,
         },
         Create::IfMissing,
@@ -682,16 +641,5 @@ mod tests {
         assert!(s.contains(&"10.88.200.1".parse().unwrap()));
         assert!(!s.contains(&"10.89.0.1".parse().unwrap()));
         assert!(!s.contains(&"::1".parse().unwrap()));
-    }
-
-    #[test]
-    fn owner_roundtrip_and_validation() {
-        let c = validate_owner("ipMasq", "net", "abc", "eth0").unwrap();
-        assert_eq!(parse_owner(&c), Some(("net", "abc", "eth0")));
-        assert!(validate_owner("ipMasq", "n et", "abc", "eth0").is_err());
-        assert!(validate_owner("ipMasq", "net", "", "eth0").is_err());
-        assert!(validate_owner("ipMasq", &"n".repeat(200), &"c".repeat(64), "eth0").is_err());
-        assert_eq!(parse_owner("a b"), None);
-        assert_eq!(parse_owner("a b c d"), None);
     }
 }

@@ -195,6 +195,9 @@ fn parse_elements(a: &[u8], out: &mut Vec<Element>) {
         out.push(Element {
             key: key.to_vec(),
             verdict: attr::find(el, NFTA_SET_ELEM_DATA).and_then(Verdict::decode),
+            data: attr::find(el, NFTA_SET_ELEM_DATA)
+                .and_then(|d| attr::find(d, NFTA_DATA_VALUE))
+                .map(<[u8]>::to_vec),
             comment: attr::find(el, NFTA_SET_ELEM_USERDATA).and_then(udata::decode_comment),
         });
     }

@@ -55,6 +55,11 @@ impl NftSocket {
     }
 
     pub(crate) fn send(&self, bytes: &[u8], what: &str) -> Result<()> {
+        // A batch is one datagram, limited by the send buffer (~200 KiB by
+        // default): grow it for a big one (thousands of elements).
+        if bytes.len() > SMALL_SEND {
+            grow_send_buf(&self.sock, bytes.len() + 4096);
+        }
         let n = self
             .sock
             .send(bytes, 0)
@@ -66,6 +71,16 @@ impl NftSocket {
             )));
         }
         Ok(())
+    }
+
+    /// Makes room for `n` ACKs in the receive buffer (each is a separate
+    /// skb of ~1 KiB truesize): a batch of thousands of operations would
+    /// otherwise overflow it (ENOBUFS). Best effort, like the send side.
+    pub(crate) fn reserve_acks(&self, n: usize) {
+        let need = n.saturating_mul(ACK_TRUESIZE);
+        if need > RCVBUF_BYTES {
+            set_buf(&self.sock, need, [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF]);
+        }
     }
 
     /// Receives datagrams and passes each message to `f` until `f` returns
@@ -112,6 +127,37 @@ fn seed() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     (std::process::id() << 16) ^ t
+}
+
+/// Receive-buffer accounting per ACK message (skb truesize, generous).
+const ACK_TRUESIZE: usize = 1280;
+
+/// Datagrams up to this size always fit the default send buffer.
+const SMALL_SEND: usize = 64 * 1024;
+
+/// Best effort: SO_SNDBUFFORCE (root, past net.core.wmem_max), else SO_SNDBUF.
+fn grow_send_buf(sock: &Socket, bytes: usize) {
+    set_buf(sock, bytes, [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF]);
+}
+
+fn set_buf(sock: &Socket, bytes: usize, opts: [libc::c_int; 2]) {
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    for opt in opts {
+        // SAFETY: the fd is owned by `sock` and open; `v` is a c_int that
+        // outlives the call and its exact size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
 }
 
 fn set_recv_timeout(sock: &Socket, d: Duration) -> std::io::Result<()> {

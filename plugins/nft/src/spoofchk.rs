@@ -51,7 +51,7 @@ use sha2::{Digest, Sha256};
 use crate::batch::{Batch, Create};
 use crate::error::{Error, Result};
 use crate::expr::{load_ether_saddr, Expr, MetaKey, Verdict};
-use crate::masq::{owner_comment, parse_owner};
+use crate::owner::{owner_comment, parse_owner};
 use crate::query;
 use crate::socket::NftSocket;
 use crate::sys::{IFNAMSIZ, NFT_REG_1, NFT_REG_2};
@@ -178,6 +178,7 @@ fn set_spec(name: &str, key: KeyType) -> SetSpec {
         name: name.into(),
         key,
         verdict_map: false,
+        data: None,
         flags: 0,
     }
 }

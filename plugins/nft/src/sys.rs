@@ -173,6 +173,8 @@ pub const NFT_TYPE_IPADDR: u32 = 7;
 pub const NFT_TYPE_IP6ADDR: u32 = 8;
 pub const NFT_TYPE_ETHERADDR: u32 = 9;
 pub const NFT_TYPE_IFNAME: u32 = 41;
+pub const NFT_TYPE_INET_PROTO: u32 = 12;
+pub const NFT_TYPE_INET_SERVICE: u32 = 13;
 pub const NFT_TYPE_BITS: u32 = 6;
 
 pub const IFNAMSIZ: usize = 16;

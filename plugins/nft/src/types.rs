@@ -121,6 +121,10 @@ pub enum KeyType {
     Ipv4Addr,
     Ipv6Addr,
     IfName,
+    /// `inet_proto` (1 byte; padded to 4 inside a concatenation).
+    InetProto,
+    /// `inet_service` (a port, 2 bytes big endian; padded to 4 inside a concatenation).
+    InetService,
     /// `ether_addr` (6 bytes; padded to 8 inside a concatenation).
     EtherAddr,
     /// `a . b . c`: concatenation; each field padded to 4 bytes.
@@ -134,6 +138,8 @@ impl KeyType {
             KeyType::Ipv4Addr => (NFT_TYPE_IPADDR, 4),
             KeyType::Ipv6Addr => (NFT_TYPE_IP6ADDR, 16),
             KeyType::IfName => (NFT_TYPE_IFNAME, IFNAMSIZ as u32),
+            KeyType::InetProto => (NFT_TYPE_INET_PROTO, 1),
+            KeyType::InetService => (NFT_TYPE_INET_SERVICE, 2),
             KeyType::EtherAddr => (NFT_TYPE_ETHERADDR, 6),
             KeyType::Concat(parts) => parts.iter().fold((0, 0), |(ty, len), p| {
                 let (t, l) = p.raw();
@@ -149,8 +155,8 @@ impl KeyType {
     /// concatenations, as nft itself writes.
     pub(crate) fn nft_byteorder(&self) -> u32 {
         match self {
-            KeyType::Ipv4Addr | KeyType::Ipv6Addr | KeyType::EtherAddr => 2,
-            KeyType::IfName => 1,
+            KeyType::Ipv4Addr | KeyType::Ipv6Addr | KeyType::EtherAddr | KeyType::InetService => 2,
+            KeyType::IfName | KeyType::InetProto => 1,
             KeyType::Concat(_) => 0,
         }
     }
@@ -165,6 +171,8 @@ pub struct SetSpec {
     pub key: KeyType,
     /// Makes it a verdict map (`type <key> : verdict`).
     pub verdict_map: bool,
+    /// Makes it a data map (`type <key> : <data>`), e.g. `ipv4_addr . inet_service`.
+    pub data: Option<KeyType>,
     /// Extra NFT_SET_* flags (e.g. interval); MAP/CONCAT are added as needed.
     pub flags: u32,
 }
@@ -172,7 +180,7 @@ pub struct SetSpec {
 impl SetSpec {
     pub(crate) fn kernel_flags(&self) -> u32 {
         let mut f = self.flags;
-        if self.verdict_map {
+        if self.verdict_map || self.data.is_some() {
             f |= NFT_SET_MAP;
         }
         f
@@ -180,11 +188,12 @@ impl SetSpec {
 }
 
 /// A set element: key bytes (as the kernel stores them), optional verdict
-/// (for verdict maps) and optional comment (userdata).
+/// (for verdict maps) or data (for data maps) and optional comment (userdata).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
     pub key: Vec<u8>,
     pub verdict: Option<Verdict>,
+    pub data: Option<Vec<u8>>,
     pub comment: Option<String>,
 }
 
@@ -197,6 +206,7 @@ impl Element {
         Element {
             key,
             verdict: None,
+            data: None,
             comment: None,
         }
     }
@@ -205,6 +215,7 @@ impl Element {
         Element {
             key: ifname_key(name),
             verdict: None,
+            data: None,
             comment: None,
         }
     }
@@ -216,6 +227,7 @@ impl Element {
         Element {
             key,
             verdict: None,
+            data: None,
             comment: None,
         }
     }
@@ -227,6 +239,7 @@ impl Element {
         Element {
             key,
             verdict: None,
+            data: None,
             comment: None,
         }
     }
@@ -240,6 +253,7 @@ impl Element {
         Element {
             key,
             verdict: None,
+            data: None,
             comment: None,
         }
     }
@@ -253,6 +267,22 @@ impl Element {
         let end = name.iter().position(|&c| c == 0)?;
         let mac = <[u8; 6]>::try_from(&rest[..6]).ok()?;
         Some((String::from_utf8_lossy(&name[..end]).into_owned(), mac))
+    }
+
+    /// An element with raw key bytes (e.g. a concatenation built by the caller).
+    pub fn raw(key: Vec<u8>) -> Self {
+        Element {
+            key,
+            verdict: None,
+            data: None,
+            comment: None,
+        }
+    }
+
+    /// Data-map value (raw bytes, concatenated fields padded to 4 bytes).
+    pub fn with_data(mut self, d: Vec<u8>) -> Self {
+        self.data = Some(d);
+        self
     }
 
     pub fn with_verdict(mut self, v: Verdict) -> Self {
@@ -280,6 +310,9 @@ impl Element {
 
     /// Human-readable key for error messages.
     pub fn key_label(&self) -> String {
+        if let Some(l) = crate::hostport::port_key_label(&self.key) {
+            return l;
+        }
         if let Some((name, m)) = self.key_ifname_ether() {
             return format!(
                 "\"{name}\" . {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -295,6 +328,7 @@ impl Element {
             let ip = Element {
                 key: ip.to_vec(),
                 verdict: None,
+                data: None,
                 comment: None,
             };
             if let Some(ip) = ip.key_ip() {
@@ -313,6 +347,9 @@ impl Element {
             let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
             String::from_utf8_lossy(&b[..end]).into_owned()
         };
+        if !self.key.iter().all(|&c| c == 0 || c.is_ascii_graphic()) {
+            return self.key.iter().map(|b| format!("{b:02x}")).collect();
+        }
         self.key
             .chunks(IFNAMSIZ)
             .map(|c| format!("\"{}\"", printable(c)))

@@ -4,6 +4,9 @@
 
 use crate::sys::{NFTNL_UDATA_COMMENT, NFTNL_UDATA_SET_KEYBYTEORDER};
 
+/// NFTNL_UDATA_SET_DATABYTEORDER (libnftnl udata.h).
+const NFTNL_UDATA_SET_DATABYTEORDER: u8 = 1;
+
 /// Longest comment that fits NFT_USERDATA_MAXLEN (256) with its TLV header
 /// and NUL terminator.
 pub const MAX_COMMENT: usize = 253;
@@ -24,6 +27,13 @@ pub fn encode_comment(s: &str) -> Option<Vec<u8>> {
 /// Set userdata telling nft the key byte order (host-order u32 value).
 pub fn set_key_byteorder(order: u32) -> Vec<u8> {
     let mut v = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
+    v.extend_from_slice(&order.to_ne_bytes());
+    v
+}
+
+/// Set userdata telling nft the data byte order of a map (host-order u32).
+pub fn set_data_byteorder(order: u32) -> Vec<u8> {
+    let mut v = vec![NFTNL_UDATA_SET_DATABYTEORDER, 4];
     v.extend_from_slice(&order.to_ne_bytes());
     v
 }

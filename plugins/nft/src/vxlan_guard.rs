@@ -123,6 +123,7 @@ pub fn sync(vni: u32, port: u16, vteps: &[Ipv4Addr]) -> Result<(usize, usize)> {
             name: set.clone(),
             key: KeyType::Ipv4Addr,
             verdict_map: false,
+            data: None,
             flags: 0,
         },
         Create::IfMissing,

@@ -78,6 +78,7 @@ fn rules_list_and_delete_by_handle() {
                 name: "s".into(),
                 key: KeyType::Ipv4Addr,
                 verdict_map: false,
+                data: None,
                 flags: 0,
             },
             Create::IfMissing,
@@ -162,6 +163,7 @@ fn set_elements_with_comments_and_verdicts() {
             name: "m".into(),
             key: KeyType::Ipv6Addr,
             verdict_map: true,
+            data: None,
             flags: 0,
         };
         b.add_set(&map, Create::IfMissing);

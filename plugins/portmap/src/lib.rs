@@ -1,0 +1,11 @@
+//! The CNI `portmap` plugin (chained after a main plugin): publishes
+//! `runtimeConfig.portMappings` through the shared nftables engine
+//! `cni_nft::hostport`, one transaction per call whatever the number of
+//! mappings on the node.
+//!
+//! One module per job: `config` (parse + validate), `conditions`
+//! (conditionsV4/V6 into nftables expressions), `plugin` (the verbs).
+
+pub mod conditions;
+pub mod config;
+pub mod plugin;

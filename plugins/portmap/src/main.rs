@@ -1,0 +1,3 @@
+fn main() {
+    cni_core::skel::run(&cni_portmap::plugin::Portmap, "portmap")
+}

@@ -1,0 +1,238 @@
+//! Benchmark of the chain bridge -> portmap, ours and the reference side by side in one run,
+//! inside throwaway namespaces: ADD and DEL latency of the whole chain and of portmap alone
+//! (p50, fork+exec included, as a runtime sees it), with 1 and with 1,000 mappings already
+//! published on the node.
+//!
+//! Usage: cni-bench-portmap [--ours DIR] [--reference DIR] [--iterations N] [--node-mappings N]
+//! `--ours` defaults to the directory of this executable (target/release when built with
+//! `cargo build --release --workspace --bins`, as scripts/bench-portmap.sh does).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cni_tests::{run, with_prev_result, Call, Netns, PluginDir, Reply, TempDir};
+use serde_json::{json, Value};
+
+struct Opts {
+    ours: PathBuf,
+    reference: PathBuf,
+    iterations: usize,
+    node_mappings: u16,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        ours: cni_tests::bin_dir(),
+        reference: PathBuf::from(cni_tests::REFERENCE_DIR),
+        iterations: 50,
+        node_mappings: 1000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
+        match a.as_str() {
+            "--ours" => o.ours = val().into(),
+            "--reference" => o.reference = val().into(),
+            "--iterations" => o.iterations = val().parse().unwrap_or_else(|_| usage("bad N")),
+            "--node-mappings" => o.node_mappings = val().parse().unwrap_or_else(|_| usage("bad N")),
+            _ => usage(&format!("unknown argument {a}")),
+        }
+    }
+    o
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("cni-bench-portmap: {msg}");
+    eprintln!("usage: cni-bench-portmap [--ours DIR] [--reference DIR] [--iterations N] [--node-mappings N]");
+    std::process::exit(2)
+}
+
+/// One implementation's world: a host netns and a CNI_PATH with its bridge, host-local and
+/// portmap, conflist at cniVersion 1.0.0 (the newest the reference speaks).
+struct Bench {
+    host: Netns,
+    _data: TempDir,
+    cni: PluginDir,
+    dir: PathBuf,
+    bridge: Value,
+    label: &'static str,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn p50(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn ports(from: u16, n: u16) -> Value {
+    json!((from..from + n)
+        .map(|p| json!({"hostPort": p, "containerPort": 80, "protocol": "tcp"}))
+        .collect::<Vec<_>>())
+}
+
+impl Bench {
+    fn new(label: &'static str, dir: &Path) -> Bench {
+        for b in ["bridge", "host-local", "portmap"] {
+            if !dir.join(b).exists() {
+                usage(&format!("{} not found", dir.join(b).display()));
+            }
+        }
+        let data = TempDir::new("bpdata");
+        let bridge = json!({
+            "cniVersion": "1.0.0", "name": "benchpm", "type": "bridge", "bridge": "bpbr0",
+            "isGateway": true, "ipMasq": true,
+            "ipam": {"type": "host-local", "dataDir": data.str(), "ranges": [[{"subnet": "10.88.0.0/16"}]]}
+        });
+        let cni = PluginDir::new(&[
+            ("bridge", &dir.join("bridge")),
+            ("host-local", &dir.join("host-local")),
+            ("portmap", &dir.join("portmap")),
+        ]);
+        Bench {
+            host: Netns::new("bph"),
+            _data: data,
+            cni,
+            dir: dir.to_path_buf(),
+            bridge,
+            label,
+        }
+    }
+
+    fn call(&self, plugin: &str, cmd: &str, netns: &str, id: &str, conf: &Value) -> (f64, Reply) {
+        let path = self.dir.join(plugin);
+        let call = Call {
+            container_id: id,
+            netns,
+            ifname: "eth0",
+            cni_path: self.cni.path(),
+            host: Some(&self.host),
+            ..Call::new(&path, cmd)
+        };
+        let stdin = conf.to_string();
+        let t = Instant::now();
+        let r = run(&call, &stdin);
+        let d = ms(t.elapsed());
+        if !r.ok() {
+            eprintln!(
+                "{}: {plugin} {cmd} {id} failed: {} {}",
+                self.label,
+                r.stdout.trim(),
+                r.stderr.trim()
+            );
+        }
+        (d, r)
+    }
+
+    fn pm_conf(&self, ports: Value) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "benchpm", "type": "portmap",
+               "runtimeConfig": {"portMappings": ports}})
+    }
+
+    /// Publishes `n` mappings of a container that exists only in the prevResult (what the
+    /// node already holds), returning the config to DEL them with.
+    fn fill(&self, n: u16) -> Value {
+        let prev = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/none"}],
+            "ips": [{"address": "10.88.200.5/16", "interface": 0}]});
+        let conf = with_prev_result(&self.pm_conf(ports(20000, n)), &prev);
+        let t = Instant::now();
+        self.call("portmap", "ADD", "/var/run/netns/none", "filler", &conf);
+        eprintln!(
+            "{}: {n} mappings published in {:.0} ms",
+            self.label,
+            ms(t.elapsed())
+        );
+        conf
+    }
+
+    /// One chain ADD + DEL; returns (chain ADD, chain DEL, portmap ADD, portmap DEL) in ms.
+    fn cycle(&self, i: usize) -> Option<[f64; 4]> {
+        let ns = Netns::new("bpc");
+        let id = format!("bench{i}");
+        let (ba, r) = self.call("bridge", "ADD", ns.path_str(), &id, &self.bridge);
+        if !r.ok() {
+            return None;
+        }
+        let prev = r.json();
+        let pm = with_prev_result(&self.pm_conf(ports(8080, 2)), &prev);
+        let (pa, r) = self.call("portmap", "ADD", ns.path_str(), &id, &pm);
+        let ok = r.ok();
+        let (pd, _) = self.call("portmap", "DEL", ns.path_str(), &id, &pm);
+        let (bd, _) = self.call(
+            "bridge",
+            "DEL",
+            ns.path_str(),
+            &id,
+            &with_prev_result(&self.bridge, &prev),
+        );
+        ok.then_some([ba + pa, pd + bd, pa, pd])
+    }
+
+    fn measure(&self, iterations: usize) -> [f64; 4] {
+        let mut cols: [Vec<f64>; 4] = Default::default();
+        for i in 0..iterations {
+            if let Some(v) = self.cycle(i) {
+                for (c, x) in cols.iter_mut().zip(v) {
+                    c.push(x);
+                }
+            }
+        }
+        cols.map(p50)
+    }
+}
+
+fn run_one(label: &'static str, dir: &Path, o: &Opts) -> ([f64; 4], [f64; 4]) {
+    let b = Bench::new(label, dir);
+    b.cycle(usize::MAX); // warm-up: bridge, tables, chains
+    let one = b.fill(1);
+    let at1 = b.measure(o.iterations);
+    b.call("portmap", "DEL", "/var/run/netns/none", "filler", &one);
+    let many = b.fill(o.node_mappings);
+    let at_n = b.measure(o.iterations);
+    b.call("portmap", "DEL", "/var/run/netns/none", "filler", &many);
+    (at1, at_n)
+}
+
+fn main() {
+    let o = opts();
+    let (ours1, ours_n) = run_one("ours", &o.ours, &o);
+    let (ref1, ref_n) = run_one("reference", &o.reference, &o);
+    println!(
+        "bridge -> portmap (2 mappings per container), {} iterations, p50 in ms (load average {})",
+        o.iterations,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>9}",
+        "metric", "reference", "ours", "ref/ours"
+    );
+    let names = ["chain ADD", "chain DEL", "portmap ADD", "portmap DEL"];
+    for (set, r, u) in [
+        ("1", &ref1, &ours1),
+        (&o.node_mappings.to_string()[..], &ref_n, &ours_n),
+    ] {
+        for (k, name) in names.iter().enumerate() {
+            println!(
+                "{:<44} {:>10.2} {:>10.2} {:>8.1}x",
+                format!("{name}, {set} mapping(s) on the node"),
+                r[k],
+                u[k],
+                r[k] / u[k]
+            );
+        }
+    }
+}
