@@ -22,7 +22,7 @@ use crate::cni::{self, Range};
 use crate::err;
 use crate::error::Result;
 use crate::pool;
-use crate::shim::{crash_point, new_handle, Shim};
+use crate::shim::{crash_point, new_handle, unix_now, Shim};
 use crate::state::{Pool, ResIp, ResPhase, Reservation};
 
 pub const LOCAL_SPACE: &str = "CnmShimLocal";
@@ -30,13 +30,12 @@ pub const GLOBAL_SPACE: &str = "CnmShimGlobal";
 /// A pool not yet used by a network is considered claimed by a network being created for
 /// this long.
 const POOL_CLAIM_SECS: u64 = 60;
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// A RequestAddress reservation that no CreateEndpoint, ReleaseAddress or CreateNetwork
+/// (`--aux-address`) claimed this long after it was made, or after the shim started, is
+/// released. Docker asks for the endpoint within milliseconds of the address; a call it was
+/// retrying while the shim was down arrives within 8 s of the restart (its retries come
+/// 1, 3, 7 and 15 s after the first attempt).
+pub const UNCLAIMED_GRACE_SECS: u64 = 20;
 
 pub fn capabilities() -> Value {
     json!({"RequiresMACAddress": false, "RequiresRequestReplay": false})
@@ -227,6 +226,42 @@ pub fn release_handle(shim: &Shim, handle: &str) -> Result<()> {
     cni::release(&shim.runner, &store, handle)
 }
 
+/// Releases RequestAddress reservations nobody claimed (see [`UNCLAIMED_GRACE_SECS`]): the
+/// reply of their RequestAddress was lost to a crash (docker retries the call with an empty
+/// body, which is refused, so docker never learns the address and never releases it), or
+/// docker's ReleaseAddress was lost while the shim was down. Run periodically.
+pub fn sweep_unclaimed(shim: &Shim) {
+    let stale = |r: &Reservation| r.unclaimed(unix_now(), shim.started, UNCLAIMED_GRACE_SECS);
+    let candidates: Vec<(String, String)> = shim.read(|s| {
+        s.reservations
+            .values()
+            .filter(|r| stale(r))
+            .filter_map(|r| Some((r.handle.clone(), r.pool.clone()?)))
+            .collect()
+    });
+    for (handle, pool) in candidates {
+        // Under the pool lock, like CreateEndpoint's conversion: checked again, and left alone
+        // if a CreateEndpoint for one of its addresses is on its way.
+        let _g = shim.pool_locks.lock(&pool);
+        let Some(r) = shim.read(|s| s.reservations.get(&handle).filter(|r| stale(r)).cloned())
+        else {
+            continue;
+        };
+        if r.ips.iter().any(|i| shim.in_flight.contains(&i.ip)) {
+            continue;
+        }
+        let ips: Vec<String> = r.ips.iter().map(|i| i.ip.to_string()).collect();
+        crate::warn!(
+            "releasing {} ({handle}): requested {} s ago and never used by an endpoint (the reply to docker was lost)",
+            ips.join(" "),
+            unix_now().saturating_sub(r.created)
+        );
+        if let Err(e) = release_handle(shim, &handle) {
+            crate::warn!("{e}");
+        }
+    }
+}
+
 fn parse_ip(s: &str, what: &str) -> Result<IpAddr> {
     Ok(pool::parse_addr(s, what)?.ip())
 }
@@ -281,7 +316,8 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
         ));
     }
     // No write-ahead record: a crash between the ADD and the state update leaves a store
-    // entry that no reservation explains, which startup reconciliation releases.
+    // entry that no reservation explains, which startup reconciliation releases; a crash
+    // after it, before docker got the reply, an unclaimed reservation (`sweep_unclaimed`).
     let handle = new_handle()?;
     let range = match (want, p.range) {
         (None, Some(r)) => {
@@ -316,6 +352,8 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
                         }],
                         endpoint: None,
                         store: shared,
+                        created: unix_now(),
+                        aux_of: None,
                     },
                 );
                 Ok(())
@@ -324,6 +362,8 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
                 let _ = cni::release(&shim.runner, &ipam.store, &handle);
                 return Err(e);
             }
+            // A crash from here until docker read the reply: `sweep_unclaimed` frees it.
+            crash_point("request-address:saved");
             crate::debug!("pool {}: {} reserved as {handle}", p.id, addr.ip());
             Ok(json!({"Address": format!("{}/{}", addr.ip(), p.subnet.prefix()), "Data": {}}))
         }
