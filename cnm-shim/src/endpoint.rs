@@ -194,7 +194,7 @@ pub fn create(shim: &Shim, req: CreateEndpoint) -> Result<Value> {
                             .collect(),
                         endpoint: Some(eid.clone()),
                         store: shared.clone(),
-                        created: crate::shim::unix_now(),
+                        waiting_since: crate::shim::unix_now(),
                         aux_of: None,
                     },
                 );
@@ -425,6 +425,8 @@ pub fn remove(shim: &Shim, ep: &Endpoint) -> Result<()> {
         let ours = s.networks.get(&ep.network).is_none_or(|n| n.ipam);
         let done = s.reservations.get_mut(&ep.id).and_then(|r| {
             r.endpoint = None;
+            // Docker's ReleaseAddress comes next (`ipam::sweep_unclaimed` if it is lost).
+            r.waiting_since = crate::shim::unix_now();
             if !ours {
                 r.ips.iter_mut().for_each(|i| i.released = true);
             }

@@ -30,11 +30,12 @@ pub const GLOBAL_SPACE: &str = "CnmShimGlobal";
 /// A pool not yet used by a network is considered claimed by a network being created for
 /// this long.
 const POOL_CLAIM_SECS: u64 = 60;
-/// A RequestAddress reservation that no CreateEndpoint, ReleaseAddress or CreateNetwork
-/// (`--aux-address`) claimed this long after it was made, or after the shim started, is
-/// released. Docker asks for the endpoint within milliseconds of the address; a call it was
-/// retrying while the shim was down arrives within 8 s of the restart (its retries come
-/// 1, 3, 7 and 15 s after the first attempt).
+/// A reservation that no endpoint or `--aux-address` uses and docker did not release this
+/// long after its RequestAddress or its endpoint's removal, or after the shim started, is
+/// released. Docker asks for the endpoint within milliseconds of the address, and releases
+/// the address within milliseconds of the endpoint's deletion; a call it was retrying while
+/// the shim was down arrives within 8 s of the restart (its retries come 1, 3, 7 and 15 s
+/// after the first attempt).
 pub const UNCLAIMED_GRACE_SECS: u64 = 20;
 
 pub fn capabilities() -> Value {
@@ -226,17 +227,26 @@ pub fn release_handle(shim: &Shim, handle: &str) -> Result<()> {
     cni::release(&shim.runner, &store, handle)
 }
 
-/// Releases RequestAddress reservations nobody claimed (see [`UNCLAIMED_GRACE_SECS`]): the
-/// reply of their RequestAddress was lost to a crash (docker retries the call with an empty
-/// body, which is refused, so docker never learns the address and never releases it), or
-/// docker's ReleaseAddress was lost while the shim was down. Run periodically.
+/// Releases reservations nobody claimed (see [`Reservation::unclaimed`],
+/// [`UNCLAIMED_GRACE_SECS`]): the reply to their RequestAddress was lost to a crash (docker
+/// retries the call with an empty body, which is refused, so it never learns the address and
+/// never releases it), or docker's ReleaseAddress after the endpoint's deletion was (docker
+/// only logs a failed release). Run periodically.
 pub fn sweep_unclaimed(shim: &Shim) {
     let stale = |r: &Reservation| r.unclaimed(unix_now(), shim.started, UNCLAIMED_GRACE_SECS);
     let candidates: Vec<(String, String)> = shim.read(|s| {
         s.reservations
             .values()
             .filter(|r| stale(r))
-            .filter_map(|r| Some((r.handle.clone(), r.pool.clone()?)))
+            .map(|r| {
+                let pool = r.pool.clone().or_else(|| {
+                    r.ips
+                        .first()
+                        .and_then(|i| s.pool_of(&i.ip))
+                        .map(|p| p.id.clone())
+                });
+                (r.handle.clone(), pool.unwrap_or_else(|| r.handle.clone()))
+            })
             .collect()
     });
     for (handle, pool) in candidates {
@@ -252,9 +262,9 @@ pub fn sweep_unclaimed(shim: &Shim) {
         }
         let ips: Vec<String> = r.ips.iter().map(|i| i.ip.to_string()).collect();
         crate::warn!(
-            "releasing {} ({handle}): requested {} s ago and never used by an endpoint (the reply to docker was lost)",
+            "releasing {} ({handle}): no endpoint uses it and docker did not release it within {} s (a reply or a ReleaseAddress lost to a restart)",
             ips.join(" "),
-            unix_now().saturating_sub(r.created)
+            unix_now().saturating_sub(r.waiting_since.max(shim.started))
         );
         if let Err(e) = release_handle(shim, &handle) {
             crate::warn!("{e}");
@@ -352,7 +362,7 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
                         }],
                         endpoint: None,
                         store: shared,
-                        created: unix_now(),
+                        waiting_since: unix_now(),
                         aux_of: None,
                     },
                 );

@@ -153,10 +153,11 @@ pub struct Reservation {
     /// The shared store it is in (a bound network's); `None`: the shim's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreRef>,
-    /// UNIX seconds of the RequestAddress; 0 = unknown (state of an older version: never
-    /// swept as unclaimed).
+    /// UNIX seconds since it waits for docker's next call about it: its RequestAddress (next:
+    /// CreateEndpoint) or its endpoint's removal (next: ReleaseAddress); 0 = unknown (state of
+    /// an older version: never swept as unclaimed).
     #[serde(default)]
-    pub created: u64,
+    pub waiting_since: u64,
     /// The network whose `--aux-address` this is (its CreateNetwork listed it): held for the
     /// network's lifetime, never swept as unclaimed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -175,18 +176,18 @@ impl Reservation {
         self.ips.iter().any(|i| &i.ip == ip && !i.released)
     }
 
-    /// A RequestAddress reservation still waiting for docker's CreateEndpoint (or its
-    /// ReleaseAddress) `grace` seconds after it was made, or after `since` (the shim's start:
-    /// calls docker was retrying while the shim was down arrive within seconds of it).
-    /// Docker never learned such an address (its reply was lost to a crash) or forgot it.
-    pub fn unclaimed(&self, now: u64, since: u64, grace: u64) -> bool {
+    /// Held for no endpoint and no `--aux-address`, and still not released `grace` seconds
+    /// after `waiting_since`, or after `started` (the shim's start: calls docker was retrying
+    /// while the shim was down arrive within seconds of it). Docker has no use for such an
+    /// address: the reply to its RequestAddress, or its ReleaseAddress after the endpoint's
+    /// deletion, was lost to a crash.
+    pub fn unclaimed(&self, now: u64, started: u64, grace: u64) -> bool {
         self.phase == ResPhase::Held
-            && self.pool.is_some()
             && self.endpoint.is_none()
             && self.aux_of.is_none()
-            && self.created != 0
+            && self.waiting_since != 0
             && self.ips.iter().any(|i| !i.released)
-            && now.saturating_sub(self.created.max(since)) >= grace
+            && now.saturating_sub(self.waiting_since.max(started)) >= grace
     }
 }
 
@@ -328,7 +329,7 @@ mod tests {
                 }],
                 endpoint: None,
                 store: None,
-                created: 0,
+                waiting_since: 0,
                 aux_of: None,
             },
         );
@@ -372,7 +373,7 @@ mod tests {
             }],
             endpoint: None,
             store: None,
-            created: 1000,
+            waiting_since: 1000,
             aux_of: None,
         };
         assert!(!r.unclaimed(1019, 0, 20), "within the grace period");
@@ -382,8 +383,7 @@ mod tests {
         for f in [
             |r: &mut Reservation| r.endpoint = Some("e".into()),
             |r: &mut Reservation| r.aux_of = Some("n".into()),
-            |r: &mut Reservation| r.created = 0,
-            |r: &mut Reservation| r.pool = None,
+            |r: &mut Reservation| r.waiting_since = 0,
             |r: &mut Reservation| r.ips[0].released = true,
         ] {
             let mut x = r.clone();
