@@ -375,6 +375,7 @@ pub fn delete(shim: &Arc<Shim>, req: EndpointRef) -> Result<Value> {
         }
         Ok(())
     })?;
+    crash_point("delete-endpoint:recorded");
     let shim = shim.clone();
     std::thread::spawn(move || {
         let _g = shim.net_locks.lock(&ep.network);

@@ -389,6 +389,8 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
 
 pub fn release_address(shim: &Shim, req: ReleaseAddress) -> Result<Value> {
     let ip = parse_ip(&req.address, "released address")?;
+    // A crash here loses the release (docker's retry is empty): `sweep_unclaimed` does it.
+    crash_point("release-address:received");
     let pool = shim.read(|s| s.pools.get(&req.pool_id).cloned());
     let lock_key = pool.as_ref().map_or(req.pool_id.clone(), |p| p.id.clone());
     let orphan = {

@@ -598,7 +598,12 @@ fn restarts_and_crashes() {
         w.docker_ok(&["rm", "-f", "cy"]);
     }
     // Crashes while a container is removed.
-    for point in ["delete-endpoint:deleted", "release-address:marked"] {
+    for point in [
+        "delete-endpoint:recorded",
+        "delete-endpoint:deleted",
+        "release-address:received",
+        "release-address:marked",
+    ] {
         w.mark(point);
         run_sleeper(&w, "cx", "n1", &[]);
         w.kill9_shim();
