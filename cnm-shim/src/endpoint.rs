@@ -89,6 +89,12 @@ pub fn create(shim: &Shim, req: CreateEndpoint) -> Result<Value> {
     if !cni_core::env::valid_id(&eid) || eid.len() < 12 {
         return Err(err!("CreateEndpoint: invalid EndpointID {eid:?}"));
     }
+    // Docker holds these addresses from RequestAddress: not unclaimed while we wait for locks.
+    let requested: Vec<IpAddr> = [&req.interface.address, &req.interface.address_ipv6]
+        .into_iter()
+        .filter_map(|a| a.split('/').next()?.parse().ok())
+        .collect();
+    let _in_flight = shim.in_flight.hold(&requested);
     let _g = shim.net_locks.lock(&nid);
     let Some(net) = shim.read(|s| s.networks.get(&nid).cloned()) else {
         return Err(err!(
@@ -188,6 +194,8 @@ pub fn create(shim: &Shim, req: CreateEndpoint) -> Result<Value> {
                             .collect(),
                         endpoint: Some(eid.clone()),
                         store: shared.clone(),
+                        waiting_since: crate::shim::unix_now(),
+                        aux_of: None,
                     },
                 );
                 let e = s.endpoints.get_mut(&eid).expect("inserted above");
@@ -367,6 +375,7 @@ pub fn delete(shim: &Arc<Shim>, req: EndpointRef) -> Result<Value> {
         }
         Ok(())
     })?;
+    crash_point("delete-endpoint:recorded");
     let shim = shim.clone();
     std::thread::spawn(move || {
         let _g = shim.net_locks.lock(&ep.network);
@@ -417,6 +426,8 @@ pub fn remove(shim: &Shim, ep: &Endpoint) -> Result<()> {
         let ours = s.networks.get(&ep.network).is_none_or(|n| n.ipam);
         let done = s.reservations.get_mut(&ep.id).and_then(|r| {
             r.endpoint = None;
+            // Docker's ReleaseAddress comes next (`ipam::sweep_unclaimed` if it is lost).
+            r.waiting_since = crate::shim::unix_now();
             if !ours {
                 r.ips.iter_mut().for_each(|i| i.released = true);
             }

@@ -22,7 +22,7 @@ use crate::cni::{self, Range};
 use crate::err;
 use crate::error::Result;
 use crate::pool;
-use crate::shim::{crash_point, new_handle, Shim};
+use crate::shim::{crash_point, new_handle, unix_now, Shim};
 use crate::state::{Pool, ResIp, ResPhase, Reservation};
 
 pub const LOCAL_SPACE: &str = "CnmShimLocal";
@@ -30,13 +30,13 @@ pub const GLOBAL_SPACE: &str = "CnmShimGlobal";
 /// A pool not yet used by a network is considered claimed by a network being created for
 /// this long.
 const POOL_CLAIM_SECS: u64 = 60;
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// A reservation that no endpoint or `--aux-address` uses and docker did not release this
+/// long after its RequestAddress or its endpoint's removal, or after the shim started, is
+/// released. Docker asks for the endpoint within milliseconds of the address, and releases
+/// the address within milliseconds of the endpoint's deletion; a call it was retrying while
+/// the shim was down arrives within 8 s of the restart (its retries come 1, 3, 7 and 15 s
+/// after the first attempt).
+pub const UNCLAIMED_GRACE_SECS: u64 = 20;
 
 pub fn capabilities() -> Value {
     json!({"RequiresMACAddress": false, "RequiresRequestReplay": false})
@@ -227,6 +227,51 @@ pub fn release_handle(shim: &Shim, handle: &str) -> Result<()> {
     cni::release(&shim.runner, &store, handle)
 }
 
+/// Releases reservations nobody claimed (see [`Reservation::unclaimed`],
+/// [`UNCLAIMED_GRACE_SECS`]): the reply to their RequestAddress was lost to a crash (docker
+/// retries the call with an empty body, which is refused, so it never learns the address and
+/// never releases it), or docker's ReleaseAddress after the endpoint's deletion was (docker
+/// only logs a failed release). Run periodically.
+pub fn sweep_unclaimed(shim: &Shim) {
+    let stale = |r: &Reservation| r.unclaimed(unix_now(), shim.started, UNCLAIMED_GRACE_SECS);
+    let candidates: Vec<(String, String)> = shim.read(|s| {
+        s.reservations
+            .values()
+            .filter(|r| stale(r))
+            .map(|r| {
+                let pool = r.pool.clone().or_else(|| {
+                    r.ips
+                        .first()
+                        .and_then(|i| s.pool_of(&i.ip))
+                        .map(|p| p.id.clone())
+                });
+                (r.handle.clone(), pool.unwrap_or_else(|| r.handle.clone()))
+            })
+            .collect()
+    });
+    for (handle, pool) in candidates {
+        // Under the pool lock, like CreateEndpoint's conversion: checked again, and left alone
+        // if a CreateEndpoint for one of its addresses is on its way.
+        let _g = shim.pool_locks.lock(&pool);
+        let Some(r) = shim.read(|s| s.reservations.get(&handle).filter(|r| stale(r)).cloned())
+        else {
+            continue;
+        };
+        if r.ips.iter().any(|i| shim.in_flight.contains(&i.ip)) {
+            continue;
+        }
+        let ips: Vec<String> = r.ips.iter().map(|i| i.ip.to_string()).collect();
+        crate::warn!(
+            "releasing {} ({handle}): no endpoint uses it and docker did not release it within {} s (a reply or a ReleaseAddress lost to a restart)",
+            ips.join(" "),
+            unix_now().saturating_sub(r.waiting_since.max(shim.started))
+        );
+        if let Err(e) = release_handle(shim, &handle) {
+            crate::warn!("{e}");
+        }
+    }
+}
+
 fn parse_ip(s: &str, what: &str) -> Result<IpAddr> {
     Ok(pool::parse_addr(s, what)?.ip())
 }
@@ -281,7 +326,8 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
         ));
     }
     // No write-ahead record: a crash between the ADD and the state update leaves a store
-    // entry that no reservation explains, which startup reconciliation releases.
+    // entry that no reservation explains, which startup reconciliation releases; a crash
+    // after it, before docker got the reply, an unclaimed reservation (`sweep_unclaimed`).
     let handle = new_handle()?;
     let range = match (want, p.range) {
         (None, Some(r)) => {
@@ -316,6 +362,8 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
                         }],
                         endpoint: None,
                         store: shared,
+                        waiting_since: unix_now(),
+                        aux_of: None,
                     },
                 );
                 Ok(())
@@ -324,6 +372,8 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
                 let _ = cni::release(&shim.runner, &ipam.store, &handle);
                 return Err(e);
             }
+            // A crash from here until docker read the reply: `sweep_unclaimed` frees it.
+            crash_point("request-address:saved");
             crate::debug!("pool {}: {} reserved as {handle}", p.id, addr.ip());
             Ok(json!({"Address": format!("{}/{}", addr.ip(), p.subnet.prefix()), "Data": {}}))
         }
@@ -339,6 +389,8 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
 
 pub fn release_address(shim: &Shim, req: ReleaseAddress) -> Result<Value> {
     let ip = parse_ip(&req.address, "released address")?;
+    // A crash here loses the release (docker's retry is empty): `sweep_unclaimed` does it.
+    crash_point("release-address:received");
     let pool = shim.read(|s| s.pools.get(&req.pool_id).cloned());
     let lock_key = pool.as_ref().map_or(req.pool_id.clone(), |p| p.id.clone());
     let orphan = {

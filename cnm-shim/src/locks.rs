@@ -1,6 +1,7 @@
 //! Named mutexes (one per network, one per pool), created on first use.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex};
 
 /// The set of keys currently held; waiters sleep on the condvar until their key is free.
@@ -50,6 +51,53 @@ impl KeyedLocks {
     }
 }
 
+/// Addresses some request is working on right now (a CreateEndpoint, possibly still waiting
+/// for its locks): the unclaimed-reservation sweep leaves them alone.
+#[derive(Default)]
+pub struct InFlight {
+    inner: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Marks addresses as in flight; unmarked on drop.
+pub struct InFlightGuard {
+    ips: Vec<IpAddr>,
+    inner: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl InFlight {
+    pub fn hold(&self, ips: &[IpAddr]) -> InFlightGuard {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for ip in ips {
+            *m.entry(*ip).or_insert(0) += 1;
+        }
+        InFlightGuard {
+            ips: ips.to_vec(),
+            inner: self.inner.clone(),
+        }
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(ip)
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for ip in &self.ips {
+            if let Some(n) = m.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(ip);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +126,17 @@ mod tests {
         // Other keys are independent.
         let _a = locks.lock("a");
         let _c = locks.lock("c");
+    }
+
+    #[test]
+    fn in_flight_counts_holders() {
+        let f = InFlight::default();
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let a = f.hold(&[ip]);
+        let b = f.hold(&[ip]);
+        drop(a);
+        assert!(f.contains(&ip));
+        drop(b);
+        assert!(!f.contains(&ip));
     }
 }

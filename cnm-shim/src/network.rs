@@ -153,8 +153,23 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
         Some(_) => net.bridge_preexisted = true,
         None => {}
     }
+    // `--aux-address`es: docker requested them before this call and holds them for the
+    // network's lifetime (never swept as unclaimed).
+    let aux: Vec<IpAddr> = req
+        .ipv4_data
+        .iter()
+        .chain(&req.ipv6_data)
+        .flat_map(|d| d.aux_addresses.values())
+        .filter_map(|a| a.split('/').next()?.parse().ok())
+        .collect();
     shim.update(|s| {
         s.networks.insert(id.clone(), net.clone());
+        for ip in &aux {
+            let h = s.pending_for(ip).map(|r| r.handle.clone());
+            if let Some(r) = h.and_then(|h| s.reservations.get_mut(&h)) {
+                r.aux_of = Some(id.clone());
+            }
+        }
         Ok(())
     })?;
     if internal {

@@ -34,7 +34,18 @@ fn dispatch(shim: &Arc<Shim>, method: &str, body: &[u8]) -> Option<Result<Value>
     // it) with the request body already consumed, i.e. empty. Acting on it would mean acting
     // on defaults (RequestPool would pick a default pool): fail it instead; docker then rolls
     // back the operation.
-    if NEEDS_BODY.contains(&method) && body.iter().all(u8::is_ascii_whitespace) {
+    let empty = body.iter().all(u8::is_ascii_whitespace);
+    // Except DeleteEndpoint: refusing it would leave docker with an endpoint it failed to
+    // delete, holding its address (and the container on the network) while ours is gone or
+    // going (a `Deleting` record is finished at startup). Answered as done, docker goes on
+    // with ReleaseAddress, which also removes an endpoint whose deletion never reached us.
+    if method == "NetworkDriver.DeleteEndpoint" && empty {
+        crate::warn!(
+            "empty {method} request (dockerd re-sent a call interrupted by a restart): done; the endpoint goes with its ReleaseAddress"
+        );
+        return Some(Ok(json!({})));
+    }
+    if NEEDS_BODY.contains(&method) && empty {
         return Some(Err(crate::err!(
             "empty {method} request: dockerd re-sent a call that cnm-shim could not finish (it was restarted meanwhile); run the docker command again"
         )));

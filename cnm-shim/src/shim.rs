@@ -28,6 +28,10 @@ pub struct Shim {
     pub host_ns: File,
     pub spare_netns: crate::netns::SpareNetns,
     pub pending_moves: crate::netns::PendingMoves,
+    /// UNIX seconds of this process's start.
+    pub started: u64,
+    /// Addresses of CreateEndpoint calls in progress.
+    pub in_flight: crate::locks::InFlight,
 }
 
 impl Shim {
@@ -48,6 +52,8 @@ impl Shim {
             host_ns: crate::netns::current()?,
             spare_netns: Default::default(),
             pending_moves: Default::default(),
+            started: unix_now(),
+            in_flight: Default::default(),
         })
     }
 
@@ -107,6 +113,14 @@ impl Shim {
     pub fn lock_nft(&self) -> MutexGuard<'_, ()> {
         self.nft.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Seconds since the UNIX epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Test hook: aborts the process (like `kill -9`) when `CNM_SHIM_CRASH_AT` names this point,

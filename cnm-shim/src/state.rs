@@ -153,6 +153,15 @@ pub struct Reservation {
     /// The shared store it is in (a bound network's); `None`: the shim's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreRef>,
+    /// UNIX seconds since it waits for docker's next call about it: its RequestAddress (next:
+    /// CreateEndpoint) or its endpoint's removal (next: ReleaseAddress); 0 = unknown (state of
+    /// an older version: never swept as unclaimed).
+    #[serde(default)]
+    pub waiting_since: u64,
+    /// The network whose `--aux-address` this is (its CreateNetwork listed it): held for the
+    /// network's lifetime, never swept as unclaimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aux_of: Option<String>,
 }
 
 impl Reservation {
@@ -165,6 +174,20 @@ impl Reservation {
 
     pub fn holds(&self, ip: &IpAddr) -> bool {
         self.ips.iter().any(|i| &i.ip == ip && !i.released)
+    }
+
+    /// Held for no endpoint and no `--aux-address`, and still not released `grace` seconds
+    /// after `waiting_since`, or after `started` (the shim's start: calls docker was retrying
+    /// while the shim was down arrive within seconds of it). Docker has no use for such an
+    /// address: the reply to its RequestAddress, or its ReleaseAddress after the endpoint's
+    /// deletion, was lost to a crash.
+    pub fn unclaimed(&self, now: u64, started: u64, grace: u64) -> bool {
+        self.phase == ResPhase::Held
+            && self.endpoint.is_none()
+            && self.aux_of.is_none()
+            && self.waiting_since != 0
+            && self.ips.iter().any(|i| !i.released)
+            && now.saturating_sub(self.waiting_since.max(started)) >= grace
     }
 }
 
@@ -306,6 +329,8 @@ mod tests {
                 }],
                 endpoint: None,
                 store: None,
+                waiting_since: 0,
+                aux_of: None,
             },
         );
         s.pools.insert(
@@ -334,5 +359,38 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unclaimed_reservations() {
+        let mut r = Reservation {
+            handle: "cnm-req-1".into(),
+            phase: ResPhase::Held,
+            pool: Some("p".into()),
+            ips: vec![ResIp {
+                ip: "10.1.0.2".parse().unwrap(),
+                released: false,
+            }],
+            endpoint: None,
+            store: None,
+            waiting_since: 1000,
+            aux_of: None,
+        };
+        assert!(!r.unclaimed(1019, 0, 20), "within the grace period");
+        assert!(r.unclaimed(1020, 0, 20));
+        assert!(!r.unclaimed(1020, 1010, 20), "grace restarts with the shim");
+        assert!(r.unclaimed(1030, 1010, 20));
+        for f in [
+            |r: &mut Reservation| r.endpoint = Some("e".into()),
+            |r: &mut Reservation| r.aux_of = Some("n".into()),
+            |r: &mut Reservation| r.waiting_since = 0,
+            |r: &mut Reservation| r.ips[0].released = true,
+        ] {
+            let mut x = r.clone();
+            f(&mut x);
+            assert!(!x.unclaimed(5000, 0, 20), "{x:?}");
+        }
+        r.phase = ResPhase::Allocating;
+        assert!(!r.unclaimed(5000, 0, 20));
     }
 }

@@ -106,7 +106,12 @@ fn assert_store(w: &World, want: Vec<String>) {
 
 /// Polls `f` for up to 3 s.
 fn eventually(f: impl Fn() -> bool) {
-    for _ in 0..30 {
+    eventually_for(3, f)
+}
+
+/// Polls `f` for up to `secs` seconds, until it holds.
+fn eventually_for(secs: u64, f: impl Fn() -> bool) {
+    for _ in 0..secs * 10 {
         if f() {
             return;
         }
@@ -552,7 +557,9 @@ fn check_consistent(w: &World, what: &str) {
     let live = live_attachments(w);
     let want = sorted(live.iter().flat_map(|(_, ips)| ips.clone()).collect());
     let n_eps = || w.state()["endpoints"].as_object().map_or(0, |o| o.len());
-    eventually(|| w.store() == want && n_eps() == live.len());
+    // Within the shim's unclaimed-reservation grace (20 s, swept every 2 s): an address whose
+    // RequestAddress reply a crash cut off is held until then.
+    eventually_for(30, || w.store() == want && n_eps() == live.len());
     assert_eq!(
         w.store(),
         want,
@@ -598,6 +605,7 @@ fn restarts_and_crashes() {
     // back within docker's retry window.
     for point in [
         "request-address:reserved",
+        "request-address:saved",
         "create-endpoint:released",
         "create-endpoint:added",
         "create-endpoint:moved",
@@ -636,7 +644,12 @@ fn restarts_and_crashes() {
         w.docker_ok(&["rm", "-f", "cy"]);
     }
     // Crashes while a container is removed.
-    for point in ["delete-endpoint:deleted", "release-address:marked"] {
+    for point in [
+        "delete-endpoint:recorded",
+        "delete-endpoint:deleted",
+        "release-address:received",
+        "release-address:marked",
+    ] {
         w.mark(point);
         run_sleeper(&w, "cx", "n1", &[]);
         w.kill9_shim();
