@@ -17,4 +17,4 @@ echo ">> cargo test"
 # Integration tests build namespaces and bridges; run test binaries one at a time so two
 # suites never fight over the host's nftables or sysctls, while tests inside a suite still run
 # in parallel.
-cargo test --workspace -q -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace -q --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"

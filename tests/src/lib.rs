@@ -331,6 +331,22 @@ impl Netns {
         v.as_array()?.first().cloned()
     }
 
+    /// Whether link `name` is gone within `timeout`. Plugins delete veths in a detached
+    /// process (the kernel's RCU wait would otherwise be on the DEL path), so a DEL returns
+    /// before the link is gone.
+    pub fn link_gone_within(&self, name: &str, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.link(name).is_none() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Global (non link-local) addresses of `dev` as "ip/prefix"; empty when `dev` is absent.
     pub fn addrs(&self, dev: &str) -> Vec<String> {
         let out = Command::new("ip")
