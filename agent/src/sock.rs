@@ -173,7 +173,9 @@ async fn configs(served: &Served) -> Result<Vec<(String, NetConfig)>> {
         .iter()
         .filter_map(|kv| {
             let k = std::str::from_utf8(kv.key()).ok()?;
-            let name = k.strip_prefix(&keys::nets_prefix())?.strip_suffix("/config")?;
+            let name = k
+                .strip_prefix(&keys::nets_prefix())?
+                .strip_suffix("/config")?;
             Some((name.to_string(), serde_json::from_slice(kv.value()).ok()?))
         })
         .collect())
@@ -198,12 +200,12 @@ async fn join(
         bail!("cluster network name {name:?}: use 1-64 characters from [A-Za-z0-9_.-], not starting with '.'");
     }
     let key = keys::config(name);
-    let have: Option<NetConfig> =
-        match tokio::time::timeout(JOIN_ETCD, served.etcd.get(&key)).await {
-            Ok(Ok(kv)) => kv.and_then(|kv| serde_json::from_slice(kv.value()).ok()),
-            Ok(Err(e)) => return Err(e.context("cannot join: etcd unreachable")),
-            Err(_) => bail!("cannot join: etcd unreachable (no answer within {JOIN_ETCD:?})"),
-        };
+    let have: Option<NetConfig> = match tokio::time::timeout(JOIN_ETCD, served.etcd.get(&key)).await
+    {
+        Ok(Ok(kv)) => kv.and_then(|kv| serde_json::from_slice(kv.value()).ok()),
+        Ok(Err(e)) => return Err(e.context("cannot join: etcd unreachable")),
+        Err(_) => bail!("cannot join: etcd unreachable (no answer within {JOIN_ETCD:?})"),
+    };
     // The same spec syntax as --network, so defaults (block, VNI from the name, gateway) are
     // computed in one place; what the caller leaves out comes from etcd's config.
     let mut spec = format!("{name}={subnet}");
@@ -214,16 +216,25 @@ async fn join(
     };
     add(
         "block",
-        block.or(have.as_ref().map(|h| h.block)).map(|v| v.to_string()),
+        block
+            .or(have.as_ref().map(|h| h.block))
+            .map(|v| v.to_string()),
     );
-    add("vni", vni.or(have.as_ref().map(|h| h.vni)).map(|v| v.to_string()));
+    add(
+        "vni",
+        vni.or(have.as_ref().map(|h| h.vni)).map(|v| v.to_string()),
+    );
     add(
         "gateway",
         gateway
             .or(have.as_ref().map(|h| h.gateway))
             .map(|v| v.to_string()),
     );
-    add("port", port.or(have.as_ref().map(|h| h.port)).map(|v| v.to_string()));
+    add(
+        "port",
+        port.or(have.as_ref().map(|h| h.port))
+            .map(|v| v.to_string()),
+    );
     let (_, want) = crate::parse_network(&spec)?;
     let want = want.ok_or_else(|| anyhow!("network {name}: no subnet"))?;
     let config = tokio::time::timeout(

@@ -58,13 +58,17 @@ fn call(cfg: &Config, req: Value) -> Result<Value> {
     s.set_write_timeout(Some(AGENT_TIMEOUT)).map_err(io)?;
     s.write_all(format!("{req}\n").as_bytes()).map_err(io)?;
     let mut line = String::new();
-    BufReader::new(s.take_limit()).read_line(&mut line).map_err(io)?;
+    BufReader::new(s.take_limit())
+        .read_line(&mut line)
+        .map_err(io)?;
     let v: Value = serde_json::from_str(line.trim())
         .map_err(|e| err!("cnm-agent at {}: unreadable answer ({e})", sock.display()))?;
     if v["ok"] != json!(true) {
         return Err(err!(
             "{}",
-            v["error"].as_str().unwrap_or("cnm-agent refused the request")
+            v["error"]
+                .as_str()
+                .unwrap_or("cnm-agent refused the request")
         ));
     }
     Ok(v)
@@ -111,11 +115,17 @@ pub fn gateway(h: &Hint, want: Option<IpAddr>) -> Result<IpAddr> {
 }
 
 /// `-o cluster=` and `-o cluster.*=` taken out of the generic options.
-pub fn take_options(generic: &mut Map<String, Value>) -> Result<Option<(String, Map<String, Value>)>> {
+pub fn take_options(
+    generic: &mut Map<String, Value>,
+) -> Result<Option<(String, Map<String, Value>)>> {
     let name = match generic.remove(OPT_CLUSTER) {
         None => None,
         Some(Value::String(n)) if !n.is_empty() => Some(n),
-        Some(v) => return Err(err!("network option cluster={v}: give the name of a cluster network")),
+        Some(v) => {
+            return Err(err!(
+                "network option cluster={v}: give the name of a cluster network"
+            ))
+        }
     };
     let mut sub = Map::new();
     for k in SUB_OPTS {
@@ -148,7 +158,12 @@ fn command(cfg: &Config, net: &str, subnet: &str) -> String {
 /// CreateNetwork without `-o cluster`: refused when the pool is a cluster network's.
 pub fn check_unbound(cfg: &Config, s: &State, req: &CreateNetwork) -> Result<()> {
     for d in &req.ipv4_data {
-        if let Some(h) = s.pools.values().find(|p| p.subnet.to_string() == d.pool).and_then(|p| p.cluster.as_ref()) {
+        if let Some(h) = s
+            .pools
+            .values()
+            .find(|p| p.subnet.to_string() == d.pool)
+            .and_then(|p| p.cluster.as_ref())
+        {
             return Err(err!(
                 "subnet {} is cluster network {}'s; to join it add -o cluster={}: {}; otherwise choose another --subnet",
                 d.pool,
@@ -182,7 +197,9 @@ pub fn join(
     };
     let cmd = command(cfg, name, &d.pool);
     if !req.ipv6_data.is_empty() {
-        return Err(err!("cluster={name}: cluster networks are IPv4 only; drop --ipv6"));
+        return Err(err!(
+            "cluster={name}: cluster networks are IPv4 only; drop --ipv6"
+        ));
     }
     if internal {
         return Err(err!(
@@ -224,7 +241,11 @@ pub fn join(
         r[k] = v.clone();
     }
     let v = call(cfg, r).map_err(|e| e.context(format!("cannot join cluster network {name}")))?;
-    let run_dir = PathBuf::from(v["run_dir"].as_str().unwrap_or(cni_cluster::model::DEFAULT_RUN_DIR));
+    let run_dir = PathBuf::from(
+        v["run_dir"]
+            .as_str()
+            .unwrap_or(cni_cluster::model::DEFAULT_RUN_DIR),
+    );
     let b = binding(name, &run_dir)?;
     crate::info!("joined cluster network {name} (config {})", v["config"]);
     Ok(b)
@@ -277,12 +298,19 @@ pub fn check_address(b: &CniBinding, ip: IpAddr) -> Result<()> {
     ))
 }
 
-/// After the bridge plugin's ADD: proxy ARP on the bridge, as the `cluster` plugin does.
+/// After the bridge plugin's ADD: what the `cluster` plugin does after its own
+/// ([`cni_cluster::plugin::finish_add`]: proxy ARP, forwarding from the VXLAN link).
 pub fn after_add(b: &CniBinding) -> Result<()> {
-    if b.cluster.is_none() {
+    let Some(run) = &b.cluster else {
         return Ok(());
-    }
-    let bridge = b.bridge_name();
-    cni_cluster::plugin::set_proxy_arp(&bridge).map_err(|e| err!("{}", e.msg))
+    };
+    let net: cni_cluster::model::LocalNetwork =
+        cni_cluster::model::read_json(&b.file).map_err(|e| {
+            err!(
+                "cluster network {}: {e}; is cnm-agent running? (--agent-socket {})",
+                b.network,
+                run.display()
+            )
+        })?;
+    cni_cluster::plugin::finish_add(&b.bridge_name(), &net).map_err(|e| err!("{}", e.msg))
 }
-

@@ -90,7 +90,9 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
         return Ok(json!({}));
     }
     let binding = match &cluster {
-        Some((name, sub)) => Some(join_cluster(shim, name, sub, &generic, &opts, &req, internal)?),
+        Some((name, sub)) => Some(join_cluster(
+            shim, name, sub, &generic, &opts, &req, internal,
+        )?),
         None => {
             shim.read(|s| crate::cluster::check_unbound(&shim.cfg, s, &req))?;
             shim.read(|s| {
@@ -182,7 +184,12 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
         net.cni
             .as_ref()
             .map(|b| format!(
-                ", bound to CNI network {} ({})",
+                ", bound to {} network {} ({})",
+                if b.cluster.is_some() {
+                    "cluster"
+                } else {
+                    "CNI"
+                },
                 b.network,
                 b.file.display()
             ))

@@ -4,8 +4,8 @@
 //! Used by `tests/tests/cluster` (CNI) and `cnm-shim/tests/cluster.rs` (Docker on each host).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{bin, run, sh, Call, Daemon, Netns, PluginDir, Reply, TempDir};

@@ -323,6 +323,19 @@ pub fn usable_blocks(run_dir: &Path, network: &str) -> Result<Vec<Ipv4Network>, 
     Ok(usable(&published(&c)?.1))
 }
 
+/// What every ADD on a cluster bridge needs besides the bridge plugin's own work (shared by
+/// this plugin and cnm-shim): proxy ARP ([`set_proxy_arp`]), and on a host whose FORWARD
+/// chain dockerd set to drop, `-i vx-<vni> -j ACCEPT` in DOCKER-USER (the bridge plugin only
+/// accepts what comes *from* the bridge, and what comes back; a new flow from another host
+/// arrives on the VXLAN link). cnm-agent removes that rule with the link.
+pub fn finish_add(bridge: &str, net: &LocalNetwork) -> Result<(), CniError> {
+    set_proxy_arp(bridge)?;
+    let vx = net.config.vxlan_name();
+    cni_nft::forward::ensure_iface_accept(&vx)
+        .map(drop)
+        .map_err(|e| CniError::internal(format!("accept forwarding from {vx}: {e}")))
+}
+
 impl Plugin for Cluster {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let c = load(req)?;
@@ -333,7 +346,7 @@ impl Plugin for Cluster {
         let res = cni_bridge::plugin::Bridge.add(&dreq)?;
         // Remote blocks are reached through the host (routes via the VXLAN link): the bridge
         // answers ARP for them, since every container sees the whole subnet as on-link.
-        if let Err(e) = set_proxy_arp(&bridge) {
+        if let Err(e) = finish_add(&bridge, &net) {
             let _ = cni_bridge::plugin::Bridge.del(&Request {
                 command: Command::Del,
                 ..dreq
