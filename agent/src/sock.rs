@@ -265,3 +265,34 @@ async fn join(
     }
     Ok(json!({"network": name, "config": config, "run_dir": run_dir}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_strictly() {
+        let r: Request = serde_json::from_str(
+            r#"{"op":"join","network":"n1","subnet":"10.250.0.0/16","vni":7}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            Request::Join {
+                vni: Some(7),
+                block: None,
+                ..
+            }
+        ));
+        let r: Request = serde_json::from_str(r#"{"op":"lookup","subnet":"10.1.0.0/16"}"#).unwrap();
+        assert!(matches!(r, Request::Lookup { .. }));
+        for bad in [
+            r#"{"op":"join","network":"n1"}"#,
+            r#"{"op":"join","network":"n1","subnet":"10.250.0.0/16","mtu":1400}"#,
+            r#"{"op":"drop"}"#,
+            r#"{"op":"leave","network":"n1","subnet":"x"}"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+}
