@@ -7,6 +7,8 @@ mod dataplane;
 mod guard;
 mod keys;
 mod net;
+mod served;
+mod sock;
 mod state;
 mod store;
 
@@ -16,10 +18,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use cni_cluster::model::NetConfig;
-use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::net::{Net, Settings};
+use crate::net::Settings;
+use crate::served::{Origin, Served};
 use crate::store::Etcd;
 
 #[derive(Parser, Debug)]
@@ -66,6 +68,9 @@ struct Args {
     /// match). Repeatable; without it every network configured in etcd is served.
     #[arg(long = "network")]
     networks: Vec<String>,
+    /// Local API socket for cnm-shim (default: <run-dir>/agent.sock; "" disables it).
+    #[arg(long)]
+    socket: Option<PathBuf>,
 }
 
 /// Parses `NAME[=SUBNET,key=value...]`.
@@ -140,10 +145,20 @@ async fn run(args: Args) -> Result<()> {
     };
     info!(host = %args.host, underlay = %args.underlay, %vtep, mtu, "starting");
     let etcd = Etcd::new(&args.etcd, Duration::from_secs(args.etcd_timeout)).await?;
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| args.run_dir.join("agent.sock"));
+    let listener = if socket.as_os_str().is_empty() {
+        None
+    } else {
+        Some(sock::bind(&socket)?)
+    };
     let nets = if nets.is_empty() {
         loop {
             match discover(&etcd).await {
-                Ok(n) if !n.is_empty() => break n,
+                // With the socket, networks may also come later (joined by cnm-shim).
+                Ok(n) if !n.is_empty() || listener.is_some() => break n,
                 Ok(_) => info!("no network configured in etcd yet"),
                 Err(e) => info!("waiting for etcd: {e:#}"),
             }
@@ -165,26 +180,33 @@ async fn run(args: Args) -> Result<()> {
         max_blocks: args.max_blocks.max(1),
         guard: !args.no_guard,
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let served = std::sync::Arc::new(Served::new(settings, etcd.clone()));
     for (name, want) in nets {
         let config = net::ensure_config(&etcd, &name, want.as_ref()).await?;
-        let n = Net::new(name.clone(), settings.clone(), etcd.clone(), config);
-        let rx = stop_rx.clone();
-        tasks.push((name, tokio::spawn(n.run(rx))));
+        served.start(&name, config, Origin::Flag).await;
+    }
+    for name in served::joined(&args.state_dir) {
+        let (sv, e) = (served.clone(), etcd.clone());
+        tokio::spawn(async move {
+            match net::ensure_config(&e, &name, None).await {
+                Ok(c) => {
+                    sv.start(&name, c, Origin::Join).await;
+                }
+                Err(err) => error!(network = %name, "joined network: {err:#}"),
+            }
+        });
+    }
+    if let Some(l) = listener {
+        tokio::spawn(sock::serve(l, served.clone()));
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping"),
         _ = term.recv() => info!("SIGTERM: stopping"),
     }
-    let _ = stop_tx.send(true);
-    for (name, t) in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(network = %name, "{e:#}"),
-            Err(e) => error!(network = %name, "task: {e}"),
-        }
+    served.stop_all().await;
+    if !socket.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(&socket);
     }
     info!("stopped");
     Ok(())

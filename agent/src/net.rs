@@ -898,6 +898,10 @@ impl Net {
             if let Err(e) = dataplane::remove(&link) {
                 error!("remove {link}: {e:#}");
             }
+            // The DOCKER-USER accept rules the plugin/shim added for the link (finish_add).
+            if let Err(e) = cni_nft::forward::remove_bridge_forwarding(&link) {
+                warn!("remove forwarding rules of {link}: {e}");
+            }
             if guard {
                 let _ = crate::guard::remove(vni);
             }

@@ -53,27 +53,29 @@ pub fn store(cfg: &Config, b: &CniBinding) -> StoreRef {
 }
 
 /// host-local config for addresses of `subnets` in the bound network's store.
-pub fn ipam(cfg: &Config, b: &CniBinding, subnets: &[IpNetwork]) -> Ipam {
-    Ipam {
-        store: store(cfg, b),
+pub fn ipam(cfg: &Config, b: &CniBinding, subnets: &[IpNetwork]) -> Result<Ipam> {
+    let b = crate::cluster::current(b)?;
+    Ok(Ipam {
+        store: store(cfg, &b),
         section: b.ipam_for(subnets),
-    }
+    })
 }
 
 /// The `bridge` config of an endpoint: the conflist's bridge entry as it is (same bridge,
 /// same options), its name (= store name), and its ipam restricted to the endpoint's families.
-pub fn bridge_conf(cfg: &Config, b: &CniBinding, subnets: &[IpNetwork]) -> Value {
+pub fn bridge_conf(cfg: &Config, b: &CniBinding, subnets: &[IpNetwork]) -> Result<Value> {
+    let b = crate::cluster::current(b)?;
     let mut c = b.bridge.clone();
     c["cniVersion"] = Value::from(cni::CNI_VERSION);
     c["name"] = Value::from(b.network.clone());
-    c["ipam"] = ipam(cfg, b, subnets).section;
+    c["ipam"] = ipam(cfg, &b, subnets)?.section;
     if let Some(o) = c.as_object_mut() {
         // Per-call data of the other runtime, never meant for ours.
         o.remove("args");
         o.remove("runtimeConfig");
         o.remove("prevResult");
     }
-    c
+    Ok(c)
 }
 
 /// RequestPool: the CNI network a pool request names (`--ipam-opt cni.network=`) or whose
@@ -160,7 +162,7 @@ fn conf_num(b: &CniBinding, key: &str) -> u64 {
 
 /// Docker `-o` options that contradict the conflist's bridge entry: `(option, docker value,
 /// conflist key, conflist value)`.
-fn contradictions(
+pub(crate) fn contradictions(
     b: &CniBinding,
     generic: &Map<String, Value>,
     o: &NetOpts,
@@ -344,6 +346,7 @@ mod tests {
             file: "/etc/cni/net.d/10-n.conflist".into(),
             bridge: json!({"type":"bridge","bridge":"br-n","MTU":1400,"ipMasq":true,
                 "ipam":{"type":"host-local","ranges":[[{"subnet":"10.5.0.0/24"}]]}}),
+            cluster: None,
         }
     }
 
@@ -379,7 +382,7 @@ mod tests {
             .unwrap();
         let mut b = binding();
         b.bridge["args"] = json!({"x": 1});
-        let c = bridge_conf(&cfg, &b, &["10.5.0.0/24".parse().unwrap()]);
+        let c = bridge_conf(&cfg, &b, &["10.5.0.0/24".parse().unwrap()]).unwrap();
         assert_eq!(c["name"], "n");
         assert_eq!(c["bridge"], "br-n");
         assert_eq!(c["MTU"], 1400);

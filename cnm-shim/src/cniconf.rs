@@ -30,6 +30,10 @@ pub struct CniBinding {
     /// The `bridge` plugin entry, verbatim, with `ipam.ranges` normalized (a legacy
     /// top-level `subnet` becomes range set 0, as host-local does).
     pub bridge: Value,
+    /// A cluster network (`-o cluster=`): cnm-agent's run dir. Its ranges follow the host's
+    /// blocks, so the bridge config is rebuilt at every use ([`crate::cluster::current`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<PathBuf>,
 }
 
 /// One host-local range as the conflist gives it.
@@ -185,6 +189,7 @@ pub fn load(dir: &Path, name: &str) -> Result<CniBinding> {
         network: name.to_string(),
         file: file.clone(),
         bridge,
+        cluster: None,
     };
     if b.range(false).is_none() && b.range(true).is_none() {
         return Err(err!(

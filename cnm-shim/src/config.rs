@@ -23,6 +23,8 @@ pub struct Config {
     pub default_pool_size: u8,
     /// Where `-o cni.network=<name>` / `--ipam-opt cni.network=<name>` look the network up.
     pub cni_conf_dir: PathBuf,
+    /// cnm-agent's local socket (`-o cluster=<name>` networks).
+    pub agent_socket: PathBuf,
     pub debug: bool,
 }
 
@@ -41,6 +43,8 @@ Usage: cnm-shim [options]
   --default-pool-size N  prefix length of those pools (default: 24)
   --cni-conf-dir DIR     CNI network configurations for `-o cni.network=NAME` (networks
                          shared with containerd & co.; default: /etc/cni/net.d)
+  --agent-socket PATH    cnm-agent's socket, for `-o cluster=NAME` networks that span hosts
+                         (default: /run/cnm/agent.sock)
   --debug                log every request
   -h, --help             this text
   -V, --version          print the version
@@ -57,6 +61,7 @@ impl Config {
         let mut default_pool_size = 24u8;
         let mut cni_conf_dir = PathBuf::from("/etc/cni/net.d");
         let mut debug = false;
+        let mut agent_socket = PathBuf::from("/run/cnm/agent.sock");
         let mut it = args.into_iter();
         while let Some(a) = it.next() {
             let (flag, inline) = match a.split_once('=') {
@@ -99,6 +104,7 @@ impl Config {
                         .map_err(|e| err!("--default-pool-size {v:?}: {e}"))?;
                 }
                 "--cni-conf-dir" => cni_conf_dir = PathBuf::from(value("a directory")?),
+                "--agent-socket" => agent_socket = PathBuf::from(value("a path")?),
                 "--debug" => debug = true,
                 other => return Err(err!("unknown argument {other:?}; see --help")),
             }
@@ -132,6 +138,7 @@ impl Config {
             default_pool,
             default_pool_size,
             cni_conf_dir,
+            agent_socket,
             debug,
         }))
     }

@@ -136,7 +136,7 @@ pub fn create(shim: &Shim, req: CreateEndpoint) -> Result<Value> {
                 .filter_map(|(a, sn)| a.and(sn.as_ref().map(|sn| sn.pool)))
                 .collect();
             (
-                crate::bind::bridge_conf(&shim.cfg, b, &subnets),
+                crate::bind::bridge_conf(&shim.cfg, b, &subnets)?,
                 shim.cfg.bound_ifname(),
             )
         }
@@ -173,7 +173,15 @@ pub fn create(shim: &Shim, req: CreateEndpoint) -> Result<Value> {
         s.endpoints.insert(eid.clone(), ep.clone());
         Ok(ep)
     })?;
-    match build(shim, &ep, &ips) {
+    // A cluster network's bridge answers ARP for the other hosts' blocks (undo_create rolls
+    // the ADD back if that fails).
+    let built = build(shim, &ep, &ips).and_then(|r| {
+        if let Some(b) = &net.cni {
+            crate::cluster::after_add(b)?;
+        }
+        Ok(r)
+    });
+    match built {
         Ok((result, mac, tmp)) => {
             shim.update(|s| {
                 for h in &ep.converted {

@@ -92,6 +92,11 @@ pub fn request_pool(shim: &Shim, req: RequestPool) -> Result<Value> {
         }
         Some(r)
     };
+    // A cluster network's subnet (asked only when no CNI network claims it).
+    let cluster = match &binding {
+        None => crate::cluster::lookup(&shim.cfg, &subnet),
+        Some(_) => None,
+    };
     let id = match range {
         Some(r) => format!("{space}/{subnet}/{r}"),
         None => format!("{space}/{subnet}"),
@@ -105,6 +110,7 @@ pub fn request_pool(shim: &Shim, req: RequestPool) -> Result<Value> {
         v6: req.v6,
         created: 0,
         cni: binding.clone(),
+        cluster: cluster.clone(),
     };
     let _g = shim.pool_locks.lock(&id);
     let now = unix_now();
@@ -145,6 +151,7 @@ pub fn request_pool(shim: &Shim, req: RequestPool) -> Result<Value> {
             p.gateway = None;
             p.created = now;
             p.cni = binding.clone();
+            p.cluster = cluster.clone();
             return Ok(pool_reply(p));
         }
         if let Some(p) = s.pools.values().find(|p| pool::overlaps(&p.subnet, &subnet)) {
@@ -299,9 +306,10 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
         req.options.get("RequestAddressType").map(String::as_str) == Some(api::GATEWAY_REQUEST);
     let _g = shim.pool_locks.lock(&p.id);
     if is_gateway {
-        let gw = match &p.cni {
-            Some(b) => crate::bind::gateway(b, &p.subnet, want)?,
-            None => want.unwrap_or_else(|| pool::first_host(&p.subnet)),
+        let gw = match (&p.cni, &p.cluster) {
+            (Some(b), _) => crate::bind::gateway(b, &p.subnet, want)?,
+            (None, Some(h)) => crate::cluster::gateway(h, want)?,
+            (None, None) => want.unwrap_or_else(|| pool::first_host(&p.subnet)),
         };
         shim.update(|s| {
             if let Some(r) = s.holder_of(&gw) {
@@ -341,8 +349,11 @@ pub fn request_address(shim: &Shim, req: RequestAddress) -> Result<Value> {
         }
         _ => Range::whole(p.subnet, p.gateway),
     };
+    if let (Some(b), Some(ip)) = (&p.cni, want) {
+        crate::cluster::check_address(b, ip)?;
+    }
     let ipam = match &p.cni {
-        Some(b) => crate::bind::ipam(&shim.cfg, b, &[p.subnet]),
+        Some(b) => crate::bind::ipam(&shim.cfg, b, &[p.subnet])?,
         None => cni::Ipam::own(&shim.cfg, &[range]),
     };
     let shared = p.cni.as_ref().map(|_| ipam.store.clone());

@@ -4,13 +4,14 @@
 //!
 //! Modules, one job each: `http` (HTTP/1.1 server), `listen` (socket activation / bind),
 //! `api` (protocol bodies), `router` (method dispatch, error replies), `ipam` (IpamDriver),
-//! `network` and `endpoint` (NetworkDriver), `ports` (`-p`), `cni` (plugin configs and
+//! `network` and `endpoint` (NetworkDriver), `ports` (`-p`), `bind`/`cniconf` (networks shared with CNI), `cluster` (networks across hosts through cnm-agent), `cni` (plugin configs and
 //! host-local calls), `exec` (bounded plugin execution), `netns` (temporary netns, links),
 //! `state` (persistence), `reconcile` (startup repair), `pool` (address math), `netopts`
 //! (`-o` options), `locks`, `shim` (shared context), `config`, `log`, `error`.
 
 pub mod api;
 pub mod bind;
+pub mod cluster;
 pub mod cni;
 pub mod cniconf;
 pub mod config;

@@ -69,6 +69,13 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
             ))
         }
     };
+    // `cluster` joins a cluster network of cnm-agent (crate::cluster).
+    let cluster = crate::cluster::take_options(&mut generic)?;
+    if let (Some((c, _)), Some(n)) = (&cluster, &cni_name) {
+        return Err(err!(
+            "-o cluster={c} and -o cni.network={n} exclude each other; use one of them"
+        ));
+    }
     let opts = netopts::parse(&generic)?;
     let internal = req.options.get(api::OPT_INTERNAL).and_then(Value::as_bool) == Some(true);
     let v4 = subnet(&req.ipv4_data, "IPv4")?;
@@ -82,17 +89,25 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
     if shim.read(|s| s.networks.contains_key(&id)) {
         return Ok(json!({}));
     }
-    let binding = shim.read(|s| {
-        crate::bind::network(
-            &shim.cfg,
-            s,
-            cni_name.as_deref(),
-            &generic,
-            &opts,
-            &req,
-            internal,
-        )
-    })?;
+    let binding = match &cluster {
+        Some((name, sub)) => Some(join_cluster(
+            shim, name, sub, &generic, &opts, &req, internal,
+        )?),
+        None => {
+            shim.read(|s| crate::cluster::check_unbound(&shim.cfg, s, &req))?;
+            shim.read(|s| {
+                crate::bind::network(
+                    &shim.cfg,
+                    s,
+                    cni_name.as_deref(),
+                    &generic,
+                    &opts,
+                    &req,
+                    internal,
+                )
+            })?
+        }
+    };
     let bridge = match &binding {
         Some(b) => b.bridge_name(),
         None => opts
@@ -184,7 +199,12 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
         net.cni
             .as_ref()
             .map(|b| format!(
-                ", bound to CNI network {} ({})",
+                ", bound to {} network {} ({})",
+                if b.cluster.is_some() {
+                    "cluster"
+                } else {
+                    "CNI"
+                },
                 b.network,
                 b.file.display()
             ))
@@ -193,12 +213,43 @@ pub fn create(shim: &Shim, req: CreateNetwork) -> Result<Value> {
     Ok(json!({}))
 }
 
+/// `-o cluster=<name>`: joins through cnm-agent, refuses `-o` options that contradict the
+/// cluster bridge (leaving again), and binds the pool to the cluster store.
+fn join_cluster(
+    shim: &Shim,
+    name: &str,
+    sub: &serde_json::Map<String, Value>,
+    generic: &serde_json::Map<String, Value>,
+    opts: &netopts::NetOpts,
+    req: &CreateNetwork,
+    internal: bool,
+) -> Result<crate::cniconf::CniBinding> {
+    let b = shim.read(|s| crate::cluster::join(&shim.cfg, s, name, sub, req, internal))?;
+    if let Some((key, given, ck, theirs)) = crate::bind::contradictions(&b, generic, opts).first() {
+        crate::cluster::leave(&shim.cfg, name);
+        return Err(err!(
+            "-o {key}={given} contradicts cluster network {name}: its bridge has {ck} {theirs} on this host; drop the option"
+        ));
+    }
+    let subnet = b.range(false).map(|r| r.subnet);
+    shim.update(|s| {
+        for p in s.pools.values_mut().filter(|p| Some(p.subnet) == subnet) {
+            p.cni = Some(b.clone());
+        }
+        Ok(())
+    })?;
+    Ok(b)
+}
+
 pub fn delete(shim: &Shim, req: NetworkRef) -> Result<Value> {
     let _g = shim.net_locks.lock(&req.network_id);
     let Some(net) = shim.read(|s| s.networks.get(&req.network_id).cloned()) else {
         return Ok(json!({}));
     };
     teardown(shim, &net)?;
+    if let Some(b) = net.cni.as_ref().filter(|b| b.cluster.is_some()) {
+        crate::cluster::leave(&shim.cfg, &b.network);
+    }
     crate::info!("network {} deleted", net.id);
     Ok(json!({}))
 }

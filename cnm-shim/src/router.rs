@@ -53,7 +53,9 @@ fn dispatch(shim: &Arc<Shim>, method: &str, body: &[u8]) -> Option<Result<Value>
     Some(match method {
         "Plugin.Activate" => Ok(json!({"Implements": ["NetworkDriver", "IpamDriver"]})),
         "NetworkDriver.GetCapabilities" => {
-            Ok(json!({"Scope": "local", "ConnectivityScope": "local"}))
+            // "global" connectivity: containers of a cluster network reach other hosts.
+            // Scope stays "local" (dockerd without swarm refuses global-scope drivers).
+            Ok(json!({"Scope": "local", "ConnectivityScope": "global"}))
         }
         "NetworkDriver.CreateNetwork" => {
             decode(method, body).and_then(|r| network::create(shim, r))

@@ -123,6 +123,9 @@ pub struct Pool {
     /// The CNI network whose store the pool's addresses come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni: Option<CniBinding>,
+    /// The cluster network with this subnet, as cnm-agent knew it at RequestPool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::Hint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,6 +347,7 @@ mod tests {
                 v6: false,
                 created: 0,
                 cni: None,
+                cluster: None,
             },
         );
         store.save(&s).unwrap();

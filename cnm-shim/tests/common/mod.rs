@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cni_tests::{bin, bin_dir, unique, Netns, TempDir};
@@ -119,14 +119,18 @@ impl Drop for Proc {
 /// A dockerd + cnm-shim world.
 pub struct World {
     pub name: String,
-    pub ns: Netns,
+    pub ns: Arc<Netns>,
     pub dir: TempDir,
+    /// A private mount namespace (bind-mounted file) shared by this world's containerd,
+    /// dockerd and shim, with its own tmpfs on /run/docker/plugins: several worlds then each
+    /// see only their own shim under one plugin name.
+    mnt: Option<PathBuf>,
     containerd: Option<Proc>,
     dockerd: Option<Proc>,
     shim: Option<Proc>,
     /// Extra cnm-shim flags (e.g. `--cni-conf-dir`), set before `start_shim`.
     pub shim_extra: Vec<String>,
-    _serial: MutexGuard<'static, ()>,
+    _serial: Option<MutexGuard<'static, ()>>,
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -151,22 +155,84 @@ impl World {
     pub fn without_shim(tag: &str) -> World {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let name = unique(&format!("cnm{tag}"));
-        let ns = Netns::new(&format!("cnm{tag}"));
+        let ns = Arc::new(Netns::new(&format!("cnm{tag}")));
         let dir = TempDir::new(&format!("cnm{tag}"));
         let mut w = World {
             name,
             ns,
             dir,
+            mnt: None,
             containerd: None,
             dockerd: None,
             shim: None,
             shim_extra: Vec::new(),
-            _serial: serial,
+            _serial: Some(serial),
         };
         w.start_containerd();
         w.start_dockerd();
         w.load_image();
         w
+    }
+
+    /// One of several worlds of a test ("hosts"): containerd + dockerd + image in the given
+    /// netns and in a private mount namespace, the shim (plugin `name`, the same on every
+    /// host) started with `shim_extra`.
+    pub fn on_host(tag: &str, name: &str, ns: Arc<Netns>, shim_extra: &[String]) -> World {
+        let dir = TempDir::new(&format!("cnm{tag}"));
+        let mut w = World {
+            name: name.to_string(),
+            ns,
+            dir,
+            mnt: None,
+            containerd: None,
+            dockerd: None,
+            shim: None,
+            shim_extra: shim_extra.to_vec(),
+            _serial: None,
+        };
+        w.private_mounts();
+        w.start_containerd();
+        w.start_dockerd();
+        w.load_image();
+        w.start_shim();
+        w
+    }
+
+    /// A persistent mount namespace (its nsfs bind-mounted on a file of the world's dir,
+    /// which must sit on a private mount) with a tmpfs over /run/docker/plugins.
+    fn private_mounts(&mut self) {
+        let d = self.path("mnt");
+        std::fs::create_dir_all(&d).unwrap();
+        let ds = d.to_str().unwrap();
+        cni_tests::sh(&["mount", "--bind", ds, ds]);
+        cni_tests::sh(&["mount", "--make-private", ds]);
+        let f = d.join("ns");
+        std::fs::write(&f, b"").unwrap();
+        let fs = format!("--mount={}", f.display());
+        cni_tests::sh(&["unshare", &fs, "--propagation", "private", "true"]);
+        std::fs::create_dir_all("/run/docker/plugins").unwrap();
+        cni_tests::sh(&[
+            "nsenter",
+            &fs,
+            "mount",
+            "-t",
+            "tmpfs",
+            "cnmplugins",
+            "/run/docker/plugins",
+        ]);
+        self.mnt = Some(f);
+    }
+
+    /// Where the test process reaches the shim's socket (through the shim's mount namespace).
+    fn socket_seen(&self) -> PathBuf {
+        match (&self.mnt, &self.shim) {
+            (Some(_), Some(s)) => PathBuf::from(format!(
+                "/proc/{}/root{}",
+                s.child.id(),
+                self.socket().display()
+            )),
+            _ => self.socket(),
+        }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -179,7 +245,11 @@ impl World {
 
     fn in_ns(&self, program: &Path) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.ns.path_str())).arg(program);
+        c.arg(format!("--net={}", self.ns.path_str()));
+        if let Some(m) = &self.mnt {
+            c.arg(format!("--mount={}", m.display()));
+        }
+        c.arg(program);
         c
     }
 
@@ -193,7 +263,16 @@ impl World {
              [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n"
         );
         std::fs::write(self.path("containerd.toml"), conf).unwrap();
-        let mut c = Command::new("containerd");
+        let mut c = match &self.mnt {
+            // dockerd mounts the containers' root filesystems in its mount namespace, where
+            // containerd (runc) must see them.
+            Some(m) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--mount={}", m.display())).arg("containerd");
+                c
+            }
+            None => Command::new("containerd"),
+        };
         c.arg("--config").arg(self.path("containerd.toml"));
         self.containerd = Some(Proc::spawn(c, &self.path("containerd.log")));
         let sock = self.path("containerd.sock");
@@ -288,7 +367,7 @@ impl World {
             c.env(k, v);
         }
         self.shim = Some(Proc::spawn(c, &self.path("shim.log")));
-        let sock = self.socket();
+        let sock = self.socket_seen();
         wait_for("cnm-shim socket", Duration::from_secs(30), || {
             std::os::unix::net::UnixStream::connect(&sock).is_ok()
         });

@@ -3,7 +3,7 @@
 //! in-process when it sits next to this binary). No etcd call on any path.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cni_core::{json, CniError, CniResult, Code, Command, Plugin, Request};
@@ -113,12 +113,22 @@ fn delegate_conf(
     blocks: &[Ipv4Network],
 ) -> Result<Map<String, Value>, CniError> {
     let raw = json::parse(&req.stdin)?;
-    let Value::Object(mut m) = raw else {
+    let Value::Object(m) = raw else {
         return Err(CniError::new(
             Code::Decoding,
             "network config must be a JSON object",
         ));
     };
+    Ok(build_delegate(m, c, net, blocks))
+}
+
+/// [`delegate_conf`] on an already parsed conflist entry.
+fn build_delegate(
+    mut m: Map<String, Value>,
+    c: &Conf,
+    net: Option<&LocalNetwork>,
+    blocks: &[Ipv4Network],
+) -> Map<String, Value> {
     for k in ["type", "network", "runDir"] {
         remove_ci(&mut m, k);
     }
@@ -185,7 +195,7 @@ fn delegate_conf(
         }
     }
     m.insert("ipam".into(), Value::Object(ipam));
-    Ok(m)
+    m
 }
 
 /// The request the delegate sees: same env and version, our rewritten config.
@@ -271,7 +281,7 @@ fn outside_blocks(prev: &CniResult, b: &HostBlocks) -> Vec<String> {
 
 /// proxy_arp on the bridge, answered at once (the kernel delays proxied ARP replies by up to
 /// 0.8 s by default, which loses the first packets of every new flow).
-fn set_proxy_arp(bridge: &str) -> Result<(), CniError> {
+pub fn set_proxy_arp(bridge: &str) -> Result<(), CniError> {
     for (k, v) in [
         (format!("net/ipv4/neigh/{bridge}/proxy_delay"), "0"),
         (format!("net/ipv4/conf/{bridge}/proxy_arp"), "1"),
@@ -280,6 +290,50 @@ fn set_proxy_arp(bridge: &str) -> Result<(), CniError> {
             .map_err(|e| CniError::internal(format!("set {k} on bridge {bridge}: {e}")))?;
     }
     Ok(())
+}
+
+/// For other runtimes (cnm-shim's Docker networks): the `bridge` config this plugin would
+/// delegate to for a conflist `{"name": <network>, "type": "cluster"}` (same bridge, MTU,
+/// anycast gateway, host-local store and one range per usable block of this host), waiting
+/// like ADD does when every block is full. After an ADD with it, call [`set_proxy_arp`].
+pub fn bridge_config(
+    run_dir: &Path,
+    network: &str,
+    cni_version: &str,
+) -> Result<(Value, LocalNetwork), CniError> {
+    let c = Conf {
+        network: network.to_string(),
+        run_dir: run_dir.to_path_buf(),
+    };
+    let (net, blocks) = wait_for_room(&c)?;
+    let mut m = Map::new();
+    m.insert("cniVersion".into(), j!(cni_version));
+    m.insert("name".into(), j!(network));
+    let d = build_delegate(m, &c, Some(&net), &usable(&blocks));
+    Ok((Value::Object(d), net))
+}
+
+/// The blocks this host may allocate from now (held and not lost), for a caller that must
+/// check a requested address before asking host-local.
+pub fn usable_blocks(run_dir: &Path, network: &str) -> Result<Vec<Ipv4Network>, CniError> {
+    let c = Conf {
+        network: network.to_string(),
+        run_dir: run_dir.to_path_buf(),
+    };
+    Ok(usable(&published(&c)?.1))
+}
+
+/// What every ADD on a cluster bridge needs besides the bridge plugin's own work (shared by
+/// this plugin and cnm-shim): proxy ARP ([`set_proxy_arp`]), and on a host whose FORWARD
+/// chain dockerd set to drop, `-i vx-<vni> -j ACCEPT` in DOCKER-USER (the bridge plugin only
+/// accepts what comes *from* the bridge, and what comes back; a new flow from another host
+/// arrives on the VXLAN link). cnm-agent removes that rule with the link.
+pub fn finish_add(bridge: &str, net: &LocalNetwork) -> Result<(), CniError> {
+    set_proxy_arp(bridge)?;
+    let vx = net.config.vxlan_name();
+    cni_nft::forward::ensure_iface_accept(&vx)
+        .map(drop)
+        .map_err(|e| CniError::internal(format!("accept forwarding from {vx}: {e}")))
 }
 
 impl Plugin for Cluster {
@@ -292,7 +346,7 @@ impl Plugin for Cluster {
         let res = cni_bridge::plugin::Bridge.add(&dreq)?;
         // Remote blocks are reached through the host (routes via the VXLAN link): the bridge
         // answers ARP for them, since every container sees the whole subnet as on-link.
-        if let Err(e) = set_proxy_arp(&bridge) {
+        if let Err(e) = finish_add(&bridge, &net) {
             let _ = cni_bridge::plugin::Bridge.del(&Request {
                 command: Command::Del,
                 ..dreq

@@ -1,7 +1,7 @@
 //! Cluster networks end to end: real etcd, real `cnm-agent` processes in netns "hosts", the
 //! `cluster` CNI plugin exec'd inside them. Needs root, etcd and etcdctl.
 
-mod harness;
+use cni_tests::cluster as harness;
 
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};

@@ -1,12 +1,14 @@
 //! A throwaway multi-host cluster on one machine: an underlay netns with two bridges (VXLAN
 //! underlay and control plane), etcd on its own ports and temp data dir inside it, and N
 //! netns "hosts" each running a real `cnm-agent`. Everything is removed on drop.
+//! Used by `tests/tests/cluster` (CNI) and `cnm-shim/tests/cluster.rs` (Docker on each host).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cni_tests::{bin, run, sh, Call, Daemon, Netns, PluginDir, Reply, TempDir};
+use crate::{bin, run, sh, Call, Daemon, Netns, PluginDir, Reply, TempDir};
 use serde_json::{json, Value};
 
 pub const NET: &str = "n1";
@@ -25,7 +27,8 @@ pub struct Etcd {
 
 pub struct Host {
     pub name: String,
-    pub ns: Netns,
+    /// Shared with whatever else runs in the host (e.g. a dockerd world).
+    pub ns: Arc<Netns>,
     pub state: TempDir,
     pub run: TempDir,
     pub log: PathBuf,
@@ -57,7 +60,8 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> D
 }
 
 impl Cluster {
-    /// `spec`: the agent's `--network` value; `extra`: more agent flags.
+    /// `spec`: the agent's `--network` value (empty: none, networks come through the agent's
+    /// socket `<run>/agent.sock`); `extra`: more agent flags.
     pub fn new(n_hosts: usize, spec: &str, extra: &[&str]) -> Cluster {
         let ul = Netns::new("mhul");
         ul.ip(&["link", "add", "ulbr", "type", "bridge"]);
@@ -90,7 +94,7 @@ impl Cluster {
         };
         c.start_etcd();
         for i in 1..=n_hosts {
-            let ns = Netns::new(&format!("mhh{i}x"));
+            let ns = Arc::new(Netns::new(&format!("mhh{i}x")));
             for (br, dev, addr) in [
                 ("ulbr", "ul0", format!("192.168.77.1{i}/24")),
                 ("mgbr", "mg0", format!("192.168.78.1{i}/24")),
@@ -117,8 +121,10 @@ impl Cluster {
         for i in 0..n_hosts {
             c.start_agent(i);
         }
-        for i in 0..n_hosts {
-            c.wait_blocks(i);
+        if !spec.is_empty() {
+            for i in 0..n_hosts {
+                c.wait_blocks(i);
+            }
         }
         c
     }
@@ -238,7 +244,12 @@ impl Cluster {
             ])
             .args(["--state-dir", h.state.str(), "--run-dir", h.run.str()])
             .args(["--block-ttl", "4", "--quarantine", "4", "--resync", "2"])
-            .args(["--network", &self.spec])
+            .args(
+                Some(["--network", &self.spec])
+                    .filter(|_| !self.spec.is_empty())
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&h.extra)
             .stdout(Stdio::from(log.try_clone().expect("dup")))
             .stderr(Stdio::from(log));
@@ -322,7 +333,7 @@ impl Cluster {
             netns,
             ifname: "eth0",
             cni_path: self.plugins.path(),
-            host: Some(&self.hosts[i].ns),
+            host: Some(&*self.hosts[i].ns),
             ..Call::new(&p, cmd)
         };
         run(&c, conf)
