@@ -6,8 +6,11 @@
 mod dataplane;
 mod guard;
 mod keys;
+mod metrics_http;
 mod net;
+mod obs;
 mod state;
+mod status_cmd;
 mod store;
 
 use std::path::PathBuf;
@@ -66,6 +69,18 @@ struct Args {
     /// match). Repeatable; without it every network configured in etcd is served.
     #[arg(long = "network")]
     networks: Vec<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9476).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// CA certificate (PEM) that signed etcd's server certificate; needs https:// endpoints.
+    #[arg(long, value_name = "FILE")]
+    etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth (its CN is the etcd user).
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
 }
 
 /// Parses `NAME[=SUBNET,key=value...]`.
@@ -139,7 +154,16 @@ async fn run(args: Args) -> Result<()> {
         tokio::task::spawn_blocking(move || dataplane::underlay(&u)).await??
     };
     info!(host = %args.host, underlay = %args.underlay, %vtep, mtu, "starting");
-    let etcd = Etcd::new(&args.etcd, Duration::from_secs(args.etcd_timeout)).await?;
+    let tls = store::Tls {
+        cacert: args.etcd_cacert.clone(),
+        cert: args.etcd_cert.clone(),
+        key: args.etcd_key.clone(),
+    };
+    let etcd = Etcd::new(&args.etcd, Duration::from_secs(args.etcd_timeout), &tls).await?;
+    obs::set_etcd(&args.etcd, tls.enabled());
+    if let Some(addr) = args.metrics_listen {
+        metrics_http::spawn(addr).await?;
+    }
     let nets = if nets.is_empty() {
         loop {
             match discover(&etcd).await {
@@ -200,6 +224,10 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    // `cnm-agent status ...` reads what a running agent published; no daemon flags needed.
+    if std::env::args().nth(1).as_deref() == Some("status") {
+        std::process::exit(status_cmd::main(std::env::args().skip(1)));
+    }
     let args = Args::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
