@@ -70,6 +70,8 @@ pub struct Net {
     /// When etcd last told us our lease's TTL, and that TTL: past it without contact the
     /// lease is presumed expired (peers withdraw our blocks).
     lease_seen: Option<(Instant, i64)>,
+    /// Start of the last keep-alive round.
+    last_ka: Instant,
     /// Remote blocks with their route on the VXLAN link after the last reconcile.
     programmed: std::collections::BTreeSet<Ipv4Network>,
     status_written: Option<crate::obs::NetStatus>,
@@ -145,6 +147,7 @@ impl Net {
             desired: None,
             recover: false,
             lease_seen: None,
+            last_ka: Instant::now(),
             programmed: Default::default(),
             status_written: None,
         }
@@ -250,7 +253,14 @@ impl Net {
                 _ = stop.changed() => break,
                 msg = next_watch(&mut self.watch) => self.on_watch(msg).await,
                 _ = ka.tick() => self.keep_alive().await,
-                _ = usage.tick() => self.check_usage().await,
+                _ = usage.tick() => {
+                    // Out of touch with etcd: probe every second rather than every TTL/3, so
+                    // a healed partition is noticed before the lease runs out.
+                    if !self.etcd_ok && self.last_ka.elapsed() >= Duration::from_secs(1) {
+                        self.keep_alive().await;
+                    }
+                    self.check_usage().await
+                }
                 _ = resync.tick() => self.resync().await,
             }
             self.apply_dataplane().await;
@@ -538,6 +548,7 @@ impl Net {
     /// Renews the lease with the same ID; through an outage it keeps trying the same ID, and
     /// only a "lease not found" answer from etcd makes it re-claim.
     async fn keep_alive(&mut self) {
+        self.last_ka = Instant::now();
         if self.lease.is_none() || self.recover {
             self.recover_lease().await;
             return;
@@ -610,9 +621,13 @@ impl Net {
             .collect();
         self.adopt().await;
         for b in wanted {
-            if self.mine.contains_key(&b) {
+            // Adopted (our key on our lease) or kept: nothing to do. A block we still list
+            // whose key is gone (expired during a partition) must be claimed again.
+            let me = &self.s.host;
+            if self.mine.contains_key(&b) && self.all.get(&b).is_some_and(|s| s.value.host == *me) {
                 continue;
             }
+            let listed = self.all.get(&b).is_none() && self.mine.remove(&b).is_some();
             if let Some(s) = self.all.get(&b) {
                 let reason = format!(
                     "leased to host {} while this host's lease was gone",
@@ -633,7 +648,13 @@ impl Net {
                         .unwrap_or_default();
                     self.lose(b, format!("could not re-claim it (quarantined for {who})"));
                 }
-                Err(e) => return self.etcd_failed("re-claim", &e),
+                Err(e) => {
+                    if listed {
+                        // Still ours to re-claim on the next round.
+                        self.mine.insert(b, 0);
+                    }
+                    return self.etcd_failed("re-claim", &e);
+                }
             }
         }
         self.recover = false;

@@ -131,7 +131,6 @@ pub fn update<T>(net: &str, f: impl FnOnce(&mut NetStatus) -> T) -> T {
     f(e)
 }
 
-
 pub fn now() -> u64 {
     crate::keys::now()
 }
@@ -152,25 +151,126 @@ pub fn render() -> String {
     let now = now();
     type Get = fn(&NetStatus, u64) -> f64;
     let families: &[(&str, &str, &str, Get)] = &[
-        ("cnm_agent_blocks_owned", "gauge", "Blocks this host holds.", |n, _| n.blocks.len() as f64),
-        ("cnm_agent_blocks_lost", "gauge", "Blocks this host lost to another host while containers still use them.", |n, _| n.lost.len() as f64),
-        ("cnm_agent_addresses_used", "gauge", "Addresses reserved by host-local in this host's blocks.", |n, _| n.used as f64),
-        ("cnm_agent_addresses_free", "gauge", "Free addresses in this host's blocks.", |n, _| n.free as f64),
-        ("cnm_agent_peer_hosts", "gauge", "Other hosts holding blocks of the network.", |n, _| n.hosts.iter().filter(|h| !h.this_host).count() as f64),
-        ("cnm_agent_peer_blocks", "gauge", "Blocks of other hosts (desired routes).", |n, _| n.hosts.iter().filter(|h| !h.this_host).map(|h| h.blocks.len()).sum::<usize>() as f64),
-        ("cnm_agent_peer_blocks_programmed", "gauge", "Blocks of other hosts with a route on the VXLAN link.", |n, _| n.hosts.iter().map(|h| h.programmed).sum::<usize>() as f64),
-        ("cnm_agent_reconcile_total", "counter", "Data plane reconciliations.", |n, _| n.reconcile.count as f64),
-        ("cnm_agent_reconcile_errors_total", "counter", "Failed data plane reconciliations.", |n, _| n.reconcile.errors as f64),
-        ("cnm_agent_reconcile_duration_seconds_sum", "counter", "Total time spent reconciling the data plane.", |n, _| n.reconcile.seconds_sum),
-        ("cnm_agent_reconcile_last_duration_seconds", "gauge", "Duration of the last reconciliation.", |n, _| n.reconcile.last_seconds),
-        ("cnm_agent_dataplane_entries_added_total", "counter", "Routes, ARP and FDB entries added.", |n, _| n.reconcile.routes_added as f64),
-        ("cnm_agent_dataplane_entries_removed_total", "counter", "Routes, ARP and FDB entries removed.", |n, _| n.reconcile.routes_removed as f64),
-        ("cnm_agent_etcd_reachable", "gauge", "1 when the last etcd call succeeded.", |n, _| f64::from(u8::from(n.etcd.reachable))),
-        ("cnm_agent_etcd_errors_total", "counter", "Failed etcd calls.", |n, _| n.etcd.errors as f64),
-        ("cnm_agent_etcd_last_contact_timestamp_seconds", "gauge", "Unix time of the last successful etcd call.", |n, _| n.etcd.last_contact as f64),
-        ("cnm_agent_lease_keepalive_failures_total", "counter", "Lease keep-alive rounds that failed.", |n, _| n.lease.keepalive_failures as f64),
-        ("cnm_agent_lease_ttl_seconds", "gauge", "Seconds left on the block lease, as far as this host knows.", |n, now| n.lease.left(now) as f64),
-        ("cnm_agent_lease_presumed_expired", "gauge", "1 when the lease was not renewed for longer than its TTL.", |n, _| f64::from(u8::from(n.lease.presumed_expired))),
+        (
+            "cnm_agent_blocks_owned",
+            "gauge",
+            "Blocks this host holds.",
+            |n, _| n.blocks.len() as f64,
+        ),
+        (
+            "cnm_agent_blocks_lost",
+            "gauge",
+            "Blocks this host lost to another host while containers still use them.",
+            |n, _| n.lost.len() as f64,
+        ),
+        (
+            "cnm_agent_addresses_used",
+            "gauge",
+            "Addresses reserved by host-local in this host's blocks.",
+            |n, _| n.used as f64,
+        ),
+        (
+            "cnm_agent_addresses_free",
+            "gauge",
+            "Free addresses in this host's blocks.",
+            |n, _| n.free as f64,
+        ),
+        (
+            "cnm_agent_peer_hosts",
+            "gauge",
+            "Other hosts holding blocks of the network.",
+            |n, _| n.hosts.iter().filter(|h| !h.this_host).count() as f64,
+        ),
+        (
+            "cnm_agent_peer_blocks",
+            "gauge",
+            "Blocks of other hosts (desired routes).",
+            |n, _| {
+                n.hosts
+                    .iter()
+                    .filter(|h| !h.this_host)
+                    .map(|h| h.blocks.len())
+                    .sum::<usize>() as f64
+            },
+        ),
+        (
+            "cnm_agent_peer_blocks_programmed",
+            "gauge",
+            "Blocks of other hosts with a route on the VXLAN link.",
+            |n, _| n.hosts.iter().map(|h| h.programmed).sum::<usize>() as f64,
+        ),
+        (
+            "cnm_agent_reconcile_total",
+            "counter",
+            "Data plane reconciliations.",
+            |n, _| n.reconcile.count as f64,
+        ),
+        (
+            "cnm_agent_reconcile_errors_total",
+            "counter",
+            "Failed data plane reconciliations.",
+            |n, _| n.reconcile.errors as f64,
+        ),
+        (
+            "cnm_agent_reconcile_duration_seconds_sum",
+            "counter",
+            "Total time spent reconciling the data plane.",
+            |n, _| n.reconcile.seconds_sum,
+        ),
+        (
+            "cnm_agent_reconcile_last_duration_seconds",
+            "gauge",
+            "Duration of the last reconciliation.",
+            |n, _| n.reconcile.last_seconds,
+        ),
+        (
+            "cnm_agent_dataplane_entries_added_total",
+            "counter",
+            "Routes, ARP and FDB entries added.",
+            |n, _| n.reconcile.routes_added as f64,
+        ),
+        (
+            "cnm_agent_dataplane_entries_removed_total",
+            "counter",
+            "Routes, ARP and FDB entries removed.",
+            |n, _| n.reconcile.routes_removed as f64,
+        ),
+        (
+            "cnm_agent_etcd_reachable",
+            "gauge",
+            "1 when the last etcd call succeeded.",
+            |n, _| f64::from(u8::from(n.etcd.reachable)),
+        ),
+        (
+            "cnm_agent_etcd_errors_total",
+            "counter",
+            "Failed etcd calls.",
+            |n, _| n.etcd.errors as f64,
+        ),
+        (
+            "cnm_agent_etcd_last_contact_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful etcd call.",
+            |n, _| n.etcd.last_contact as f64,
+        ),
+        (
+            "cnm_agent_lease_keepalive_failures_total",
+            "counter",
+            "Lease keep-alive rounds that failed.",
+            |n, _| n.lease.keepalive_failures as f64,
+        ),
+        (
+            "cnm_agent_lease_ttl_seconds",
+            "gauge",
+            "Seconds left on the block lease, as far as this host knows.",
+            |n, now| n.lease.left(now) as f64,
+        ),
+        (
+            "cnm_agent_lease_presumed_expired",
+            "gauge",
+            "1 when the lease was not renewed for longer than its TTL.",
+            |n, _| f64::from(u8::from(n.lease.presumed_expired)),
+        ),
     ];
     let mut out = String::new();
     let _ = writeln!(out, "# HELP cnm_agent_info Agent version and host.");
@@ -217,8 +317,14 @@ mod tests {
         });
         let t = render();
         assert!(t.contains("# TYPE cnm_agent_blocks_owned gauge\n"), "{t}");
-        assert!(t.contains("cnm_agent_blocks_owned{network=\"t\\\"1\"} 1\n"), "{t}");
-        assert!(t.contains("cnm_agent_addresses_free{network=\"t\\\"1\"} 60\n"), "{t}");
+        assert!(
+            t.contains("cnm_agent_blocks_owned{network=\"t\\\"1\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("cnm_agent_addresses_free{network=\"t\\\"1\"} 60\n"),
+            "{t}"
+        );
         assert!(t.contains("cnm_agent_info{version="), "{t}");
         let left: f64 = t
             .lines()

@@ -56,7 +56,10 @@ pub fn main(args: impl Iterator<Item = String>) -> i32 {
     let now = crate::obs::now();
     let mut all_ok = true;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&nets).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&nets).unwrap_or_default()
+        );
     }
     for n in &nets {
         let alive = pid_alive(n.pid);
@@ -74,7 +77,8 @@ pub fn main(args: impl Iterator<Item = String>) -> i32 {
 
 fn load(run_dir: &Path, only: &[String]) -> Result<Vec<NetStatus>, String> {
     let names: Vec<String> = if only.is_empty() {
-        let rd = std::fs::read_dir(run_dir).map_err(|e| format!("read {}: {e}", run_dir.display()))?;
+        let rd =
+            std::fs::read_dir(run_dir).map_err(|e| format!("read {}: {e}", run_dir.display()))?;
         let mut v: Vec<String> = rd
             .flatten()
             .filter(|d| crate::obs::status_path(run_dir, &d.file_name().to_string_lossy()).exists())
@@ -122,7 +126,11 @@ pub fn render(n: &NetStatus, run_dir: &Path, now: u64, alive: bool) -> String {
         n.vtep.map(|v| v.to_string()).unwrap_or_default(),
         n.state.to_uppercase(),
         n.pid,
-        if alive { "running" } else { "NOT RUNNING: this view is stale" }
+        if alive {
+            "running"
+        } else {
+            "NOT RUNNING: this view is stale"
+        }
     );
     let e = &n.etcd;
     let _ = writeln!(
@@ -130,7 +138,11 @@ pub fn render(n: &NetStatus, run_dir: &Path, now: u64, alive: bool) -> String {
         "  etcd {}{}: {}  leader {}  member {}  version {}  last contact {}  errors {}",
         e.endpoints.join(","),
         if e.tls { " (tls)" } else { "" },
-        if e.reachable { "reachable" } else { "UNREACHABLE" },
+        if e.reachable {
+            "reachable"
+        } else {
+            "UNREACHABLE"
+        },
         or_dash(&e.leader),
         or_dash(&e.member),
         or_dash(&e.version),
@@ -164,7 +176,11 @@ pub fn render(n: &NetStatus, run_dir: &Path, now: u64, alive: bool) -> String {
         let used = reserved.iter().filter(|ip| b.contains(**ip)).count();
         let free = model::free_in(b, &reserved);
         (tu, tf) = (tu + used, tf + free);
-        let _ = writeln!(o, "    {:<20} used {used:>4}  free {free:>4}", b.to_string());
+        let _ = writeln!(
+            o,
+            "    {:<20} used {used:>4}  free {free:>4}",
+            b.to_string()
+        );
     }
     if n.blocks.len() > 1 {
         let _ = writeln!(o, "    {:<20} used {tu:>4}  free {tf:>4}", "total");

@@ -42,6 +42,8 @@ pub struct Cluster {
     pub logs: TempDir,
     pub spec: String,
     pub vni: u32,
+    /// `--block-ttl` of the agents (quarantine stays 4 s).
+    pub ttl: u32,
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
@@ -59,6 +61,11 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> D
 impl Cluster {
     /// `spec`: the agent's `--network` value; `extra`: more agent flags.
     pub fn new(n_hosts: usize, spec: &str, extra: &[&str]) -> Cluster {
+        Cluster::with_ttl(n_hosts, spec, extra, 4)
+    }
+
+    /// As `new`, with agents on a block TTL of `ttl` seconds.
+    pub fn with_ttl(n_hosts: usize, spec: &str, extra: &[&str], ttl: u32) -> Cluster {
         let ul = Netns::new("mhul");
         ul.ip(&["link", "add", "ulbr", "type", "bridge"]);
         ul.ip(&["link", "set", "ulbr", "up"]);
@@ -87,9 +94,26 @@ impl Cluster {
                 .and_then(|v| v.split(',').next())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(VNI),
+            ttl,
         };
         c.start_etcd();
-        for i in 1..=n_hosts {
+        for _ in 0..n_hosts {
+            c.add_host(extra);
+        }
+        for i in 0..n_hosts {
+            c.start_agent(i);
+        }
+        for i in 0..n_hosts {
+            c.wait_blocks(i);
+        }
+        c
+    }
+
+    /// Adds host `h<N>` (netns, underlay and control-plane ports) without starting its agent.
+    pub fn add_host(&mut self, extra: &[&str]) -> usize {
+        let c = self;
+        {
+            let i = c.hosts.len() + 1;
             let ns = Netns::new(&format!("mhh{i}x"));
             for (br, dev, addr) in [
                 ("ulbr", "ul0", format!("192.168.77.1{i}/24")),
@@ -114,13 +138,14 @@ impl Cluster {
                 extra: extra.iter().map(|s| s.to_string()).collect(),
             });
         }
-        for i in 0..n_hosts {
-            c.start_agent(i);
-        }
-        for i in 0..n_hosts {
-            c.wait_blocks(i);
-        }
-        c
+        c.hosts.len() - 1
+    }
+
+    /// Cuts (or heals) host i's control plane only: its port on `mgbr` goes down (up).
+    pub fn partition(&self, i: usize, cut: bool) {
+        let port = format!("mg{}", i + 1);
+        self.ul
+            .ip(&["link", "set", &port, if cut { "down" } else { "up" }]);
     }
 
     pub fn start_etcd(&mut self) {
@@ -237,7 +262,8 @@ impl Cluster {
                 "ul0",
             ])
             .args(["--state-dir", h.state.str(), "--run-dir", h.run.str()])
-            .args(["--block-ttl", "4", "--quarantine", "4", "--resync", "2"])
+            .args(["--block-ttl", &self.ttl.to_string()])
+            .args(["--quarantine", "4", "--resync", "2"])
             .args(["--network", &self.spec])
             .args(&h.extra)
             .stdout(Stdio::from(log.try_clone().expect("dup")))
@@ -330,6 +356,12 @@ impl Cluster {
 
     /// A container on host i; returns (index into containers, its IP).
     pub fn add_container(&mut self, i: usize) -> (usize, String) {
+        let (k, ip, _) = self.add_container_res(i);
+        (k, ip)
+    }
+
+    /// As `add_container`, also returning the ADD result.
+    pub fn add_container_res(&mut self, i: usize) -> (usize, String, Value) {
         let ns = Netns::new("mhc");
         let r = self
             .cni(i, "ADD", &ns.name.clone(), ns.path_str(), &self.conf(i))
@@ -342,7 +374,7 @@ impl Cluster {
             .unwrap()
             .to_string();
         self.containers.push(ns);
-        (self.containers.len() - 1, ip)
+        (self.containers.len() - 1, ip, r.json())
     }
 
     pub fn agent_log(&self, i: usize) -> String {
@@ -366,5 +398,32 @@ impl Drop for Cluster {
         }
         self.containers.clear();
         self.etcd.proc = None;
+    }
+}
+
+/// Port of `--metrics-listen 127.0.0.1:<port>` in every host netns (each has its own loopback).
+pub const METRICS_PORT: u16 = 9476;
+
+impl Cluster {
+    /// `GET /metrics` from host i's agent.
+    pub fn scrape(&self, i: usize) -> String {
+        crate::http_get(self.hosts[i].ns.path_str(), METRICS_PORT, "/metrics")
+    }
+
+    /// The value of the sample `name{network="n1"}` in host i's metrics.
+    pub fn metric(&self, i: usize, name: &str) -> f64 {
+        crate::sample(&self.scrape(i), name)
+    }
+
+    /// `cnm-agent status --run-dir <host i's run dir>`: (exit code, stdout).
+    pub fn status_cmd(&self, i: usize) -> (i32, String) {
+        let o = Command::new(bin("cnm-agent"))
+            .args(["status", "--run-dir", self.hosts[i].run.str()])
+            .output()
+            .expect("cnm-agent status");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
     }
 }

@@ -2,6 +2,8 @@
 //! `cluster` CNI plugin exec'd inside them. Needs root, etcd and etcdctl.
 
 mod harness;
+mod partition;
+mod tls;
 
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -366,4 +368,33 @@ fn etcd_outage_longer_than_ttl() {
         );
     }
     assert!(c.containers[a].ping(&ip2));
+}
+
+/// One HTTP/1.0 GET to 127.0.0.1:port inside the netns at `ns`; the body.
+pub fn http_get(ns: &str, port: u16, path: &str) -> String {
+    let path = path.to_string();
+    in_netns(ns, move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read metrics");
+        assert!(
+            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+            "{out}"
+        );
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// The value of `name{network="n1"}` in a Prometheus text body (panics when absent).
+pub fn sample(text: &str, name: &str) -> f64 {
+    let prefix = format!("{name}{{network=\"{NET}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix}in:\n{text}"))
 }
