@@ -43,6 +43,8 @@ pub struct Settings {
 struct Seen {
     value: BlockValue,
     mod_rev: i64,
+    /// The lease the key is attached to (to tell an expiry from a deliberate release).
+    lease: i64,
 }
 
 pub struct Net {
@@ -287,7 +289,7 @@ impl Net {
     async fn relist(&mut self) -> Result<()> {
         let l = self.etcd.list(&keys::net_prefix(&self.name)).await?;
         self.etcd_back();
-        self.all.clear();
+        let before = std::mem::take(&mut self.all);
         self.released.clear();
         let (bp, rp) = (
             keys::blocks_prefix(&self.name),
@@ -302,6 +304,7 @@ impl Net {
                         Seen {
                             value: v,
                             mod_rev: kv.mod_revision(),
+                            lease: kv.lease(),
                         },
                     );
                 }
@@ -344,6 +347,14 @@ impl Net {
                 None
             }
         };
+        // Peer blocks that vanished between two listings: their DELETE event went with the
+        // replaced watch, so handle them as the watch would (quarantine after an expiry).
+        let me = self.s.host.clone();
+        for (b, seen) in before {
+            if seen.value.host != me && !self.all.contains_key(&b) {
+                self.quarantine(b, seen.lease, Some(seen.value.host)).await;
+            }
+        }
         Ok(())
     }
 
@@ -759,6 +770,7 @@ impl Net {
                             Seen {
                                 value: v,
                                 mod_rev: kv.mod_revision(),
+                                lease: kv.lease(),
                             },
                         );
                     }
