@@ -638,7 +638,7 @@ impl Net {
             if self.mine.contains_key(&b) && self.all.get(&b).is_some_and(|s| s.value.host == *me) {
                 continue;
             }
-            let listed = self.all.get(&b).is_none() && self.mine.remove(&b).is_some();
+            let listed = !self.all.contains_key(&b) && self.mine.remove(&b).is_some();
             if let Some(s) = self.all.get(&b) {
                 let reason = format!(
                     "leased to host {} while this host's lease was gone",
