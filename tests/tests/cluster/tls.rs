@@ -200,6 +200,36 @@ fn etcd_client_cert_auth() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("need https:// endpoints"), "{err}");
 
+    // etcd RBAC with certificate identities (docs/cluster-ops.md recipe): the CN is the user;
+    // user h1 may only touch /cnm/v1/nets/.
+    for args in [
+        &["user", "add", "root", "--new-user-password", "rootpw"][..],
+        &["role", "add", "cnm-host"],
+        &[
+            "role",
+            "grant-permission",
+            "cnm-host",
+            "--prefix=true",
+            "readwrite",
+            "/cnm/v1/nets/",
+        ],
+        &["user", "add", "h1", "--no-password"],
+        &["user", "grant-role", "h1", "cnm-host"],
+        &["auth", "enable"],
+    ] {
+        let o = etcdctl(true, args);
+        assert!(
+            o.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let denied = etcdctl(true, &["put", "/elsewhere", "x"]);
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("permission denied"),
+        "{denied:?}"
+    );
+
     // With the client certificate (CN h1): a block is leased and published.
     let (run, st) = (TempDir::new("mhrun"), TempDir::new("mhstate"));
     let log = logs.path().join("h1.log");
@@ -212,7 +242,7 @@ fn etcd_client_cert_auth() {
         &p("client.key"),
     ];
     let tls: Vec<String> = tls.iter().map(|s| s.to_string()).collect();
-    let _a1 = agent(&ns, "h1", &run, &st, &log, &tls);
+    let a1 = agent(&ns, "h1", &run, &st, &log, &tls);
     let bpath = run.path().join(NET).join("blocks.json");
     wait_for("h1's block over TLS", Duration::from_secs(15), || {
         std::fs::read(&bpath)
@@ -223,7 +253,10 @@ fn etcd_client_cert_auth() {
             })
     });
     let got = etcdctl(true, &["get", "--prefix", "/cnm/v1/nets/n1/blocks/"]);
-    assert!(String::from_utf8_lossy(&got.stdout).contains("\"host\":\"h1\""));
+    assert!(
+        String::from_utf8_lossy(&got.stdout).contains("\"host\":\"h1\""),
+        "{got:?}"
+    );
 
     // status and metrics of the TLS agent (leader and version come with the first resync).
     wait_for(
@@ -255,4 +288,17 @@ fn etcd_client_cert_auth() {
     assert!(crate::sample(&m, "cnm_agent_reconcile_total") >= 1.0);
     assert!(crate::sample(&m, "cnm_agent_lease_ttl_seconds") > 0.0);
     assert!(m.contains("# TYPE cnm_agent_etcd_errors_total counter"));
+
+    // A clean leave under RBAC: keys deleted and the lease revoked without a permission error.
+    drop(a1);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("released block") && !text.contains("revoke lease"),
+        "{text}"
+    );
+    let left = etcdctl(
+        true,
+        &["get", "--prefix", "/cnm/v1/nets/n1/blocks/", "--keys-only"],
+    );
+    assert!(left.status.success() && String::from_utf8_lossy(&left.stdout).trim().is_empty());
 }
