@@ -29,7 +29,8 @@ use crate::store::Etcd;
 #[command(
     name = "cnm-agent",
     version,
-    about = "Node agent of cluster networks (etcd block leases + kernel VXLAN)"
+    about = "Node agent of cluster networks (etcd block leases + kernel VXLAN)",
+    after_help = "Status of a running agent: cnm-agent status [--run-dir DIR] [--network NAME] [--json]"
 )]
 struct Args {
     /// etcd endpoints, comma-separated (http://host:port).
@@ -41,8 +42,10 @@ struct Args {
     /// Underlay interface; its first IPv4 address is the VTEP, its MTU - 50 the network MTU.
     #[arg(long)]
     underlay: String,
+    /// Persistent state: <dir>/<net>/state.json (lease ID, preferred blocks, tunnel IP).
     #[arg(long, default_value = "/var/lib/cnm")]
     state_dir: PathBuf,
+    /// Published files: <dir>/<net>/{network,blocks,status}.json and ipam/ (host-local).
     #[arg(long, default_value = cni_cluster::model::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
     /// TTL of the block lease in seconds (renewed every third of it, with the same lease ID).

@@ -14,6 +14,7 @@ use crate::obs::NetStatus;
 #[derive(Parser, Debug)]
 #[command(
     name = "cnm-agent status",
+    bin_name = "cnm-agent status",
     about = "Show this host's cluster networks: blocks, peers, etcd and lease health"
 )]
 struct StatusArgs {
