@@ -250,6 +250,23 @@ pub fn remove(link: &str) -> Result<bool> {
     }
 }
 
+/// Remote blocks whose onlink route is on `link` now (what `status` calls programmed).
+pub fn programmed(link: &str) -> Result<BTreeSet<Ipv4Network>> {
+    let mut nl = Netlink::new()?;
+    let Some(l) = nl.link_by_name(link)? else {
+        return Ok(BTreeSet::new());
+    };
+    Ok(nl
+        .routes(Family::V4, Some(RT_TABLE_MAIN))?
+        .into_iter()
+        .filter(|r| r.oif == Some(l.index) && r.gateway.is_some() && r.onlink)
+        .filter_map(|r| match r.dst {
+            Some((IpAddr::V4(n), len)) => Ipv4Network::new(n, len).ok(),
+            _ => None,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,13 @@
 mod dataplane;
 mod guard;
 mod keys;
+mod metrics_http;
 mod net;
+mod obs;
 mod served;
 mod sock;
 mod state;
+mod status_cmd;
 mod store;
 
 use std::path::PathBuf;
@@ -28,7 +31,8 @@ use crate::store::Etcd;
 #[command(
     name = "cnm-agent",
     version,
-    about = "Node agent of cluster networks (etcd block leases + kernel VXLAN)"
+    about = "Node agent of cluster networks (etcd block leases + kernel VXLAN)",
+    after_help = "Status of a running agent: cnm-agent status [--run-dir DIR] [--network NAME] [--json]"
 )]
 struct Args {
     /// etcd endpoints, comma-separated (http://host:port).
@@ -40,8 +44,10 @@ struct Args {
     /// Underlay interface; its first IPv4 address is the VTEP, its MTU - 50 the network MTU.
     #[arg(long)]
     underlay: String,
+    /// Persistent state: <dir>/<net>/state.json (lease ID, preferred blocks, tunnel IP).
     #[arg(long, default_value = "/var/lib/cnm")]
     state_dir: PathBuf,
+    /// Published files: <dir>/<net>/{network,blocks,status}.json and ipam/ (host-local).
     #[arg(long, default_value = cni_cluster::model::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
     /// TTL of the block lease in seconds (renewed every third of it, with the same lease ID).
@@ -71,6 +77,18 @@ struct Args {
     /// Local API socket for cnm-shim (default: <run-dir>/agent.sock; "" disables it).
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9476).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// CA certificate (PEM) that signed etcd's server certificate; needs https:// endpoints.
+    #[arg(long, value_name = "FILE")]
+    etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth (its CN is the etcd user).
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
 }
 
 /// Parses `NAME[=SUBNET,key=value...]`.
@@ -144,7 +162,16 @@ async fn run(args: Args) -> Result<()> {
         tokio::task::spawn_blocking(move || dataplane::underlay(&u)).await??
     };
     info!(host = %args.host, underlay = %args.underlay, %vtep, mtu, "starting");
-    let etcd = Etcd::new(&args.etcd, Duration::from_secs(args.etcd_timeout)).await?;
+    let tls = store::Tls {
+        cacert: args.etcd_cacert.clone(),
+        cert: args.etcd_cert.clone(),
+        key: args.etcd_key.clone(),
+    };
+    let etcd = Etcd::new(&args.etcd, Duration::from_secs(args.etcd_timeout), &tls).await?;
+    obs::set_etcd(&args.etcd, tls.enabled());
+    if let Some(addr) = args.metrics_listen {
+        metrics_http::spawn(addr).await?;
+    }
     let socket = args
         .socket
         .clone()
@@ -222,6 +249,10 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    // `cnm-agent status ...` reads what a running agent published; no daemon flags needed.
+    if std::env::args().nth(1).as_deref() == Some("status") {
+        std::process::exit(status_cmd::main(std::env::args().skip(1)));
+    }
     let args = Args::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use cni_cluster::model::{self, Health, HostBlocks, LocalNetwork, LostBlock, NetConfig};
@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::dataplane::{self, Desired, Peer};
 use crate::keys::{self, BlockValue, ReleasedValue};
+use crate::obs;
 use crate::state::{self, LocalState};
 use crate::store::{self, Etcd};
 
@@ -42,6 +43,8 @@ pub struct Settings {
 struct Seen {
     value: BlockValue,
     mod_rev: i64,
+    /// The lease the key is attached to (to tell an expiry from a deliberate release).
+    lease: i64,
 }
 
 pub struct Net {
@@ -66,6 +69,14 @@ pub struct Net {
     desired: Option<Desired>,
     /// Set when our lease or one of our keys vanished: recover on the next tick.
     recover: bool,
+    /// When etcd last told us our lease's TTL, and that TTL: past it without contact the
+    /// lease is presumed expired (peers withdraw our blocks).
+    lease_seen: Option<(Instant, i64)>,
+    /// Start of the last keep-alive round.
+    last_ka: Instant,
+    /// Remote blocks with their route on the VXLAN link after the last reconcile.
+    programmed: std::collections::BTreeSet<Ipv4Network>,
+    status_written: Option<crate::obs::NetStatus>,
 }
 
 fn key_str(k: &[u8]) -> &str {
@@ -137,6 +148,10 @@ impl Net {
             published: None,
             desired: None,
             recover: false,
+            lease_seen: None,
+            last_ka: Instant::now(),
+            programmed: Default::default(),
+            status_written: None,
         }
     }
 
@@ -159,6 +174,34 @@ impl Net {
         }
         self.etcd_ok = false;
         self.etcd_err = format!("{e:#}");
+        let err = self.etcd_err.clone();
+        obs::update(&self.name, |o| {
+            o.etcd.errors += 1;
+            o.etcd.reachable = false;
+            o.etcd.error = err;
+        });
+    }
+
+    /// Records a TTL etcd reported for our lease.
+    fn lease_ttl_seen(&mut self, ttl: i64) {
+        self.lease_seen = Some((Instant::now(), ttl));
+        let id = self.lease.map(|l| format!("{l:x}")).unwrap_or_default();
+        let granted = self.s.block_ttl;
+        obs::update(&self.name, |o| {
+            o.lease.id = id;
+            o.lease.granted_ttl = granted;
+            o.lease.ttl = ttl;
+            o.lease.checked = obs::now();
+        });
+    }
+
+    /// Not renewed for longer than its TTL and etcd out of reach: as far as the peers know,
+    /// this host is gone.
+    fn lease_presumed_expired(&self) -> bool {
+        !self.etcd_ok
+            && self
+                .lease_seen
+                .is_some_and(|(t, ttl)| t.elapsed() >= Duration::from_secs(ttl.max(0) as u64))
     }
 
     fn etcd_back(&mut self) {
@@ -167,6 +210,11 @@ impl Net {
         }
         self.etcd_ok = true;
         self.etcd_err.clear();
+        obs::update(&self.name, |o| {
+            o.etcd.reachable = true;
+            o.etcd.error.clear();
+            o.etcd.last_contact = obs::now();
+        });
     }
 
     /// Runs until `stop` turns true.
@@ -207,7 +255,14 @@ impl Net {
                 _ = stop.changed() => break,
                 msg = next_watch(&mut self.watch) => self.on_watch(msg).await,
                 _ = ka.tick() => self.keep_alive().await,
-                _ = usage.tick() => self.check_usage().await,
+                _ = usage.tick() => {
+                    // Out of touch with etcd: probe every second rather than every TTL/3, so
+                    // a healed partition is noticed before the lease runs out.
+                    if !self.etcd_ok && self.last_ka.elapsed() >= Duration::from_secs(1) {
+                        self.keep_alive().await;
+                    }
+                    self.check_usage().await
+                }
                 _ = resync.tick() => self.resync().await,
             }
             self.apply_dataplane().await;
@@ -234,7 +289,7 @@ impl Net {
     async fn relist(&mut self) -> Result<()> {
         let l = self.etcd.list(&keys::net_prefix(&self.name)).await?;
         self.etcd_back();
-        self.all.clear();
+        let before = std::mem::take(&mut self.all);
         self.released.clear();
         let (bp, rp) = (
             keys::blocks_prefix(&self.name),
@@ -249,6 +304,7 @@ impl Net {
                         Seen {
                             value: v,
                             mod_rev: kv.mod_revision(),
+                            lease: kv.lease(),
                         },
                     );
                 }
@@ -291,6 +347,14 @@ impl Net {
                 None
             }
         };
+        // Peer blocks that vanished between two listings: their DELETE event went with the
+        // replaced watch, so handle them as the watch would (quarantine after an expiry).
+        let me = self.s.host.clone();
+        for (b, seen) in before {
+            if seen.value.host != me && !self.all.contains_key(&b) {
+                self.quarantine(b, seen.lease, Some(seen.value.host)).await;
+            }
+        }
         Ok(())
     }
 
@@ -309,6 +373,7 @@ impl Net {
             let ttl = self.etcd.ttl(id).await?;
             if ttl > 0 {
                 info!(network = %self.name, lease = format!("{id:x}"), ttl, "reusing lease");
+                self.lease_ttl_seen(ttl);
                 return Ok(());
             }
             info!(network = %self.name, lease = format!("{id:x}"), "saved lease expired");
@@ -318,6 +383,7 @@ impl Net {
         info!(network = %self.name, lease = format!("{id:x}"), ttl = self.s.block_ttl, "granted lease");
         self.lease = Some(id);
         self.keeper = None;
+        self.lease_ttl_seen(self.s.block_ttl);
         Ok(())
     }
 
@@ -462,6 +528,12 @@ impl Net {
         let reserved = model::reserved_ips(&self.s.run_dir, &self.name);
         self.lost
             .retain(|l| reserved.iter().any(|ip| l.cidr.contains(*ip)));
+        let free: usize = self.mine.keys().map(|b| model::free_in(b, &reserved)).sum();
+        let used = reserved
+            .iter()
+            .filter(|ip| self.mine.keys().any(|b| b.contains(**ip)))
+            .count();
+        obs::update(&self.name, |o| (o.used, o.free) = (used, free));
         if !self.etcd_ok || self.lease.is_none() || self.recover {
             return;
         }
@@ -472,7 +544,6 @@ impl Net {
             .map(|b| model::block_capacity(&b))
             .unwrap_or(1);
         let low = (per_block / 4).max(1);
-        let free: usize = self.mine.keys().map(|b| model::free_in(b, &reserved)).sum();
         if !self.mine.is_empty() && (free >= low || self.mine.len() >= self.s.max_blocks) {
             return;
         }
@@ -488,6 +559,7 @@ impl Net {
     /// Renews the lease with the same ID; through an outage it keeps trying the same ID, and
     /// only a "lease not found" answer from etcd makes it re-claim.
     async fn keep_alive(&mut self) {
+        self.last_ka = Instant::now();
         if self.lease.is_none() || self.recover {
             self.recover_lease().await;
             return;
@@ -496,7 +568,10 @@ impl Net {
         if self.keeper.is_none() {
             match self.etcd.keep_alive_stream(id).await {
                 Ok(k) => self.keeper = Some(k),
-                Err(e) => return self.etcd_failed("keep-alive", &e),
+                Err(e) => {
+                    obs::update(&self.name, |o| o.lease.keepalive_failures += 1);
+                    return self.etcd_failed("keep-alive", &e);
+                }
             }
         }
         let t = self.etcd.timeout();
@@ -507,6 +582,7 @@ impl Net {
             Ok(ttl) if ttl > 0 => {
                 let was_down = !self.etcd_ok;
                 self.etcd_back();
+                self.lease_ttl_seen(ttl);
                 if was_down {
                     // Missed events while down: re-read everything.
                     self.resync().await;
@@ -521,6 +597,7 @@ impl Net {
             }
             Err(e) => {
                 self.keeper = None;
+                obs::update(&self.name, |o| o.lease.keepalive_failures += 1);
                 self.etcd_failed("keep-alive", &e);
             }
         }
@@ -555,9 +632,13 @@ impl Net {
             .collect();
         self.adopt().await;
         for b in wanted {
-            if self.mine.contains_key(&b) {
+            // Adopted (our key on our lease) or kept: nothing to do. A block we still list
+            // whose key is gone (expired during a partition) must be claimed again.
+            let me = &self.s.host;
+            if self.mine.contains_key(&b) && self.all.get(&b).is_some_and(|s| s.value.host == *me) {
                 continue;
             }
+            let listed = !self.all.contains_key(&b) && self.mine.remove(&b).is_some();
             if let Some(s) = self.all.get(&b) {
                 let reason = format!(
                     "leased to host {} while this host's lease was gone",
@@ -578,7 +659,13 @@ impl Net {
                         .unwrap_or_default();
                     self.lose(b, format!("could not re-claim it (quarantined for {who})"));
                 }
-                Err(e) => return self.etcd_failed("re-claim", &e),
+                Err(e) => {
+                    if listed {
+                        // Still ours to re-claim on the next round.
+                        self.mine.insert(b, 0);
+                    }
+                    return self.etcd_failed("re-claim", &e);
+                }
             }
         }
         self.recover = false;
@@ -590,6 +677,14 @@ impl Net {
             self.etcd_failed("resync", &e);
         } else {
             self.fix_own_values().await;
+            match self.etcd.status().await {
+                Ok(st) => obs::update(&self.name, |o| {
+                    o.etcd.member = format!("{:x}", st.member);
+                    o.etcd.leader = format!("{:x}", st.leader);
+                    o.etcd.version = st.version;
+                }),
+                Err(e) => self.etcd_failed("status", &e),
+            }
         }
     }
 
@@ -675,6 +770,7 @@ impl Net {
                             Seen {
                                 value: v,
                                 mod_rev: kv.mod_revision(),
+                                lease: kv.lease(),
                             },
                         );
                     }
@@ -785,26 +881,60 @@ impl Net {
         let d2 = d.clone();
         let guard = self.s.guard;
         let vteps: Vec<Ipv4Addr> = d.peers.iter().map(|p| p.vtep).collect();
-        let res = tokio::task::spawn_blocking(move || -> Result<dataplane::Changes> {
-            let c = dataplane::reconcile(&d2)?;
-            if guard {
-                crate::guard::sync(d2.vni, d2.port, &vteps)?;
-            }
-            Ok(c)
+        let t0 = Instant::now();
+        let res = tokio::task::spawn_blocking(move || -> Result<_> {
+            let res = dataplane::reconcile(&d2).and_then(|c| {
+                if guard {
+                    crate::guard::sync(d2.vni, d2.port, &vteps)?;
+                }
+                Ok(c)
+            });
+            // What is on the link, also after a failed pass (for status and metrics).
+            let programmed = dataplane::programmed(&d2.link).unwrap_or_default();
+            Ok((res, programmed))
         })
         .await;
+        let secs = t0.elapsed().as_secs_f64();
+        let (res, programmed) = match res {
+            Ok(Ok((r, p))) => (r, p),
+            Ok(Err(e)) => (Err(e), Default::default()),
+            Err(e) => (Err(anyhow!("data plane task: {e}")), Default::default()),
+        };
+        let (mut added, mut removed, mut err) = (0, 0, String::new());
         match res {
-            Ok(Ok(c)) if c != dataplane::Changes::default() => {
+            Ok(c) if c != dataplane::Changes::default() => {
+                (added, removed) = (c.added as u64, c.removed as u64);
                 info!(network = %self.name, peers = d.peers.len(), added = c.added, removed = c.removed, link_created = c.link_created, "data plane updated")
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => error!(network = %self.name, "data plane: {e:#}"),
-            Err(e) => error!(network = %self.name, "data plane task: {e}"),
+            Ok(_) => {}
+            Err(e) => {
+                err = format!("{e:#}");
+                error!(network = %self.name, "data plane: {err}");
+            }
         }
+        obs::update(&self.name, |o| {
+            let r = &mut o.reconcile;
+            r.count += 1;
+            r.seconds_sum += secs;
+            r.last_seconds = secs;
+            r.last_at = obs::now();
+            r.routes_added += added;
+            r.routes_removed += removed;
+            if !err.is_empty() {
+                r.errors += 1;
+                r.last_error = err;
+            }
+        });
+        self.programmed = programmed;
         self.desired = Some(d);
     }
 
     fn publish(&mut self, st_path: &std::path::Path) {
+        let expired = self.lease_presumed_expired();
+        if expired && self.published.as_ref().is_some_and(|p| !p.lease_expired) {
+            warn!(network = %self.name, "lease not renewed for longer than its TTL: peers have probably withdrawn this host's blocks (STATUS 51 until etcd answers)");
+        }
+        self.publish_status(expired);
         let state = if !self.lost.is_empty() {
             Health::Lost
         } else if !self.etcd_ok {
@@ -820,6 +950,7 @@ impl Net {
             etcd_error: self.etcd_err.clone(),
             blocks: self.mine.keys().copied().collect(),
             lost: self.lost.clone(),
+            lease_expired: expired,
             updated: 0,
         };
         if self.published.as_ref() == Some(&hb) {
@@ -848,6 +979,61 @@ impl Net {
         };
         if let Err(e) = st.save(st_path) {
             error!(network = %self.name, "save {}: {e}", st_path.display());
+        }
+    }
+
+    /// Writes `status.json` when anything in it changed (see `obs`).
+    fn publish_status(&mut self, expired: bool) {
+        let mut hosts: BTreeMap<String, obs::HostView> = BTreeMap::new();
+        for (b, seen) in &self.all {
+            let h = hosts
+                .entry(seen.value.host.clone())
+                .or_insert_with(|| obs::HostView {
+                    host: seen.value.host.clone(),
+                    vtep: Some(seen.value.vtep),
+                    this_host: seen.value.host == self.s.host,
+                    ..Default::default()
+                });
+            h.blocks.push(*b);
+            if !h.this_host && self.programmed.contains(b) {
+                h.programmed += 1;
+            }
+        }
+        let state = if !self.lost.is_empty() {
+            "lost"
+        } else if expired {
+            "expired"
+        } else if !self.etcd_ok {
+            "degraded"
+        } else {
+            "ok"
+        };
+        let st = obs::update(&self.name, |o| {
+            o.host = self.s.host.clone();
+            o.vtep = Some(self.s.vtep);
+            o.subnet = Some(self.config.subnet);
+            o.block_len = self.config.block;
+            o.vni = self.config.vni;
+            o.state = state.to_string();
+            o.blocks = self.mine.keys().copied().collect();
+            o.lost = self.lost.clone();
+            o.hosts = hosts.into_values().collect();
+            o.lease.presumed_expired = expired;
+            if self.lease.is_none() {
+                o.lease.id.clear();
+            }
+            o.clone()
+        });
+        if self.status_written.as_ref() == Some(&st) {
+            return;
+        }
+        let path = obs::status_path(&self.s.run_dir, &self.name);
+        match serde_json::to_vec_pretty(&st)
+            .map_err(std::io::Error::other)
+            .and_then(|b| model::write_atomic(&path, &b))
+        {
+            Ok(()) => self.status_written = Some(st),
+            Err(e) => error!(network = %self.name, "write {}: {e}", path.display()),
         }
     }
 
@@ -910,6 +1096,7 @@ impl Net {
         for p in [
             model::blocks_path(&self.s.run_dir, &self.name),
             model::network_path(&self.s.run_dir, &self.name),
+            obs::status_path(&self.s.run_dir, &self.name),
         ] {
             let _ = std::fs::remove_file(p);
         }

@@ -4,16 +4,61 @@
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KeyValue,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
 };
 
 #[derive(Clone)]
 pub struct Etcd {
     client: Client,
     timeout: Duration,
+}
+
+/// TLS material for etcd (`--etcd-cacert`, `--etcd-cert`, `--etcd-key`), all PEM files.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub cacert: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl Tls {
+    pub fn enabled(&self) -> bool {
+        self.cacert.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// Reads the files now (a bad path fails the start, not the first etcd call).
+    fn options(&self) -> Result<TlsOptions> {
+        let read = |flag: &str, p: &std::path::Path| {
+            std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
+        };
+        let mut o = TlsOptions::new();
+        if let Some(ca) = &self.cacert {
+            o = o.ca_certificate(Certificate::from_pem(read("--etcd-cacert", ca)?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => {
+                o = o.identity(Identity::from_pem(
+                    read("--etcd-cert", c)?,
+                    read("--etcd-key", k)?,
+                ))
+            }
+            (None, None) => {}
+            _ => bail!("--etcd-cert and --etcd-key go together (client certificate and its key)"),
+        }
+        Ok(o)
+    }
+}
+
+/// The etcd cluster's view from the member we talk to (`maintenance status`).
+#[derive(Debug, Clone, Default)]
+pub struct EtcdStatus {
+    pub member: u64,
+    pub leader: u64,
+    pub version: String,
 }
 
 /// A snapshot of a prefix and the revision it was read at.
@@ -36,11 +81,17 @@ async fn within<T>(
 impl Etcd {
     /// Connects lazily: the channel is created now, the connection when first used, so an
     /// agent starts (and keeps its data plane) while etcd is down.
-    pub async fn new(endpoints: &[String], timeout: Duration) -> Result<Etcd> {
-        let opts = ConnectOptions::new()
+    pub async fn new(endpoints: &[String], timeout: Duration, tls: &Tls) -> Result<Etcd> {
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
             .with_keep_alive(Duration::from_secs(2), timeout);
+        if tls.enabled() {
+            if let Some(e) = endpoints.iter().find(|e| !e.starts_with("https://")) {
+                bail!("etcd endpoint {e}: TLS options need https:// endpoints");
+            }
+            opts = opts.with_tls(tls.options()?);
+        }
         let client = Client::connect(endpoints, Some(opts))
             .await
             .with_context(|| format!("etcd endpoints {endpoints:?}"))?;
@@ -128,6 +179,17 @@ impl Etcd {
             c.watch(prefix, Some(opts)),
         )
         .await
+    }
+
+    /// Member, leader and version, from the member the client talks to.
+    pub async fn status(&self) -> Result<EtcdStatus> {
+        let mut c = self.client.clone();
+        let r = within(self.timeout, "status", c.status()).await?;
+        Ok(EtcdStatus {
+            member: r.header().map(|h| h.member_id()).unwrap_or(0),
+            leader: r.leader(),
+            version: r.version().to_string(),
+        })
     }
 
     pub fn timeout(&self) -> Duration {

@@ -45,6 +45,8 @@ pub struct Cluster {
     pub logs: TempDir,
     pub spec: String,
     pub vni: u32,
+    /// `--block-ttl` of the agents (quarantine stays 4 s).
+    pub ttl: u32,
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
@@ -63,6 +65,11 @@ impl Cluster {
     /// `spec`: the agent's `--network` value (empty: none, networks come through the agent's
     /// socket `<run>/agent.sock`); `extra`: more agent flags.
     pub fn new(n_hosts: usize, spec: &str, extra: &[&str]) -> Cluster {
+        Cluster::with_ttl(n_hosts, spec, extra, 4)
+    }
+
+    /// As `new`, with agents on a block TTL of `ttl` seconds.
+    pub fn with_ttl(n_hosts: usize, spec: &str, extra: &[&str], ttl: u32) -> Cluster {
         let ul = Netns::new("mhul");
         ul.ip(&["link", "add", "ulbr", "type", "bridge"]);
         ul.ip(&["link", "set", "ulbr", "up"]);
@@ -91,9 +98,28 @@ impl Cluster {
                 .and_then(|v| v.split(',').next())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(VNI),
+            ttl,
         };
         c.start_etcd();
-        for i in 1..=n_hosts {
+        for _ in 0..n_hosts {
+            c.add_host(extra);
+        }
+        for i in 0..n_hosts {
+            c.start_agent(i);
+        }
+        if !spec.is_empty() {
+            for i in 0..n_hosts {
+                c.wait_blocks(i);
+            }
+        }
+        c
+    }
+
+    /// Adds host `h<N>` (netns, underlay and control-plane ports) without starting its agent.
+    pub fn add_host(&mut self, extra: &[&str]) -> usize {
+        let c = self;
+        {
+            let i = c.hosts.len() + 1;
             let ns = Arc::new(Netns::new(&format!("mhh{i}x")));
             for (br, dev, addr) in [
                 ("ulbr", "ul0", format!("192.168.77.1{i}/24")),
@@ -118,15 +144,14 @@ impl Cluster {
                 extra: extra.iter().map(|s| s.to_string()).collect(),
             });
         }
-        for i in 0..n_hosts {
-            c.start_agent(i);
-        }
-        if !spec.is_empty() {
-            for i in 0..n_hosts {
-                c.wait_blocks(i);
-            }
-        }
-        c
+        c.hosts.len() - 1
+    }
+
+    /// Cuts (or heals) host i's control plane only: its port on `mgbr` goes down (up).
+    pub fn partition(&self, i: usize, cut: bool) {
+        let port = format!("mg{}", i + 1);
+        self.ul
+            .ip(&["link", "set", &port, if cut { "down" } else { "up" }]);
     }
 
     pub fn start_etcd(&mut self) {
@@ -243,13 +268,9 @@ impl Cluster {
                 "ul0",
             ])
             .args(["--state-dir", h.state.str(), "--run-dir", h.run.str()])
-            .args(["--block-ttl", "4", "--quarantine", "4", "--resync", "2"])
-            .args(
-                Some(["--network", &self.spec])
-                    .filter(|_| !self.spec.is_empty())
-                    .into_iter()
-                    .flatten(),
-            )
+            .args(["--block-ttl", &self.ttl.to_string()])
+            .args(["--quarantine", "4", "--resync", "2"])
+            .args(["--network", &self.spec])
             .args(&h.extra)
             .stdout(Stdio::from(log.try_clone().expect("dup")))
             .stderr(Stdio::from(log));
@@ -341,6 +362,12 @@ impl Cluster {
 
     /// A container on host i; returns (index into containers, its IP).
     pub fn add_container(&mut self, i: usize) -> (usize, String) {
+        let (k, ip, _) = self.add_container_res(i);
+        (k, ip)
+    }
+
+    /// As `add_container`, also returning the ADD result.
+    pub fn add_container_res(&mut self, i: usize) -> (usize, String, Value) {
         let ns = Netns::new("mhc");
         let r = self
             .cni(i, "ADD", &ns.name.clone(), ns.path_str(), &self.conf(i))
@@ -353,7 +380,7 @@ impl Cluster {
             .unwrap()
             .to_string();
         self.containers.push(ns);
-        (self.containers.len() - 1, ip)
+        (self.containers.len() - 1, ip, r.json())
     }
 
     pub fn agent_log(&self, i: usize) -> String {
@@ -378,4 +405,60 @@ impl Drop for Cluster {
         self.containers.clear();
         self.etcd.proc = None;
     }
+}
+
+/// Port of `--metrics-listen 127.0.0.1:<port>` in every host netns (each has its own loopback).
+pub const METRICS_PORT: u16 = 9476;
+
+impl Cluster {
+    /// `GET /metrics` from host i's agent.
+    pub fn scrape(&self, i: usize) -> String {
+        http_get(self.hosts[i].ns.path_str(), METRICS_PORT, "/metrics")
+    }
+
+    /// The value of the sample `name{network="n1"}` in host i's metrics.
+    pub fn metric(&self, i: usize, name: &str) -> f64 {
+        sample(&self.scrape(i), name)
+    }
+
+    /// `cnm-agent status --run-dir <host i's run dir>`: (exit code, stdout).
+    pub fn status_cmd(&self, i: usize) -> (i32, String) {
+        let o = Command::new(bin("cnm-agent"))
+            .args(["status", "--run-dir", self.hosts[i].run.str()])
+            .output()
+            .expect("cnm-agent status");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    }
+}
+
+/// One HTTP/1.0 GET to 127.0.0.1:port inside the netns at `ns`; the body.
+pub fn http_get(ns: &str, port: u16, path: &str) -> String {
+    let path = path.to_string();
+    crate::in_netns(ns, move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read metrics");
+        assert!(
+            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+            "{out}"
+        );
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// The value of `name{network="n1"}` in a Prometheus text body (panics when absent).
+pub fn sample(text: &str, name: &str) -> f64 {
+    let prefix = format!("{name}{{network=\"{NET}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix}in:\n{text}"))
 }

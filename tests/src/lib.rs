@@ -464,3 +464,16 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `f` on a thread inside the netns at `path`.
+pub fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = std::fs::File::open(path).expect("open netns");
+    std::thread::spawn(move || {
+        // SAFETY: setns(2) on a valid open netns fd, affecting only this new thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}

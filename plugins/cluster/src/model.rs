@@ -176,6 +176,10 @@ pub struct HostBlocks {
     pub blocks: Vec<Ipv4Network>,
     #[serde(default)]
     pub lost: Vec<LostBlock>,
+    /// The lease was not renewed for longer than its TTL (etcd out of reach): peers have
+    /// probably withdrawn this host's blocks, so cross-host traffic may be cut.
+    #[serde(default)]
+    pub lease_expired: bool,
     /// Unix seconds of the last write.
     pub updated: u64,
 }

@@ -396,7 +396,8 @@ impl Plugin for Cluster {
     }
 
     /// 50 when the host cannot serve an ADD (nothing published, or no room and etcd down);
-    /// 51 when a block with containers in it was lost to another host.
+    /// 51 when a block with containers in it was lost to another host, or the lease was not
+    /// renewed for longer than its TTL (peers have probably withdrawn this host).
     fn status(&self, req: &Request) -> Result<(), CniError> {
         let c = load(req)?;
         let (net, blocks) = published(&c).map_err(|e| CniError::new(Code::NotAvailable, e.msg))?;
@@ -422,6 +423,15 @@ impl Plugin for Cluster {
                 format!(
                     "cluster network {}: no free IP in this host's blocks and etcd unreachable ({})",
                     c.network, blocks.etcd_error
+                ),
+            ));
+        }
+        if blocks.lease_expired {
+            return Err(CniError::new(
+                Code::LimitedConnectivity,
+                format!(
+                    "cluster network {}: host {} could not renew its block lease for longer than its TTL (etcd: {}); other hosts have probably withdrawn its blocks, so cross-host traffic may be cut until the agent reaches etcd again",
+                    c.network, blocks.host, blocks.etcd_error
                 ),
             ));
         }

@@ -3,23 +3,14 @@
 
 use cni_tests::cluster as harness;
 
+mod partition;
+mod tls;
+
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use cni_tests::in_netns;
 use harness::{wait_for, Cluster, NET, VNI};
-
-/// Runs `f` on a thread inside the netns at `path`.
-fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = std::fs::File::open(path).expect("open netns");
-    std::thread::spawn(move || {
-        // SAFETY: setns(2) on a valid open netns fd, affecting only this new thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
 
 /// Sends one UDP datagram of `len` payload bytes with DF set; the send error, if any.
 fn send_df(from: &str, to: std::net::Ipv4Addr, len: usize) -> Result<(), std::io::Error> {
