@@ -60,6 +60,17 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether `name` may name a cluster network: it becomes an etcd key segment and a directory
+/// under the agent's run and state dirs.
+pub fn valid_net_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,12 @@ struct Args {
 
 /// Parses `NAME[=SUBNET,key=value...]`.
 fn parse_network(s: &str) -> Result<(String, Option<NetConfig>)> {
+    let name = s.split_once('=').map_or(s, |(n, _)| n);
+    if !keys::valid_net_name(name) {
+        return Err(anyhow!(
+            "--network {s:?}: the network name must be 1-64 characters [A-Za-z0-9_.-], not starting with '.'"
+        ));
+    }
     let Some((name, spec)) = s.split_once('=') else {
         return Ok((s.to_string(), None));
     };

@@ -190,13 +190,7 @@ async fn join(
     vni: Option<u32>,
     port: Option<u16>,
 ) -> Result<Value> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-        || name.starts_with('.')
-    {
+    if !keys::valid_net_name(name) {
         bail!("cluster network name {name:?}: use 1-64 characters from [A-Za-z0-9_.-], not starting with '.'");
     }
     let key = keys::config(name);

@@ -270,7 +270,12 @@ impl Cluster {
             .args(["--state-dir", h.state.str(), "--run-dir", h.run.str()])
             .args(["--block-ttl", &self.ttl.to_string()])
             .args(["--quarantine", "4", "--resync", "2"])
-            .args(["--network", &self.spec])
+            .args(
+                Some(["--network", &self.spec])
+                    .filter(|_| !self.spec.is_empty())
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&h.extra)
             .stdout(Stdio::from(log.try_clone().expect("dup")))
             .stderr(Stdio::from(log));
