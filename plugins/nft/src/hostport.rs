@@ -55,7 +55,10 @@ use std::net::IpAddr;
 use crate::attr::AttrWriter;
 use crate::batch::{Batch, Create};
 use crate::error::{Error, Result};
-use crate::expr::{load_addr, match_addr_prefix, match_nfproto, CmpOp, Expr, MetaKey, Verdict};
+use crate::expr::{
+    addr_bytes, load_addr, load_dport, match_addr_prefix, match_ct_bits, match_nfproto, CmpOp,
+    Expr, MetaKey, Verdict, CT_STATUS_DNAT, NFT_CT_STATUS,
+};
 use crate::owner::{parse_owner, validate_owner};
 use crate::query;
 use crate::socket::NftSocket;
@@ -94,11 +97,6 @@ const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
 const NFT_NAT_DNAT: u32 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
-const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
-const NFTA_CT_DREG: u16 = 1;
-const NFTA_CT_KEY: u16 = 2;
-const NFT_CT_STATUS: u32 = 2;
-const IPS_DST_NAT: u32 = 1 << 5;
 /// 32-bit registers: NFT_REG32_00 overlays NFT_REG_1.
 const REG32_00: u32 = 8;
 const REG32_01: u32 = 9;
@@ -154,42 +152,9 @@ pub fn match_daddr_local() -> [Expr; 2] {
     ]
 }
 
-/// `ct status dnat` (the connection was destination-NATed).
-fn match_ct_dnat() -> [Expr; 3] {
-    [
-        Expr::Raw {
-            name: "ct".into(),
-            attrs: vec![
-                (NFTA_CT_DREG, be32(NFT_REG_1)),
-                (NFTA_CT_KEY, be32(NFT_CT_STATUS)),
-            ],
-        },
-        Expr::Bitwise {
-            sreg: NFT_REG_1,
-            dreg: NFT_REG_1,
-            mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
-            xor: vec![0; 4],
-        },
-        Expr::Cmp {
-            sreg: NFT_REG_1,
-            op: CmpOp::Neq,
-            data: vec![0; 4],
-        },
-    ]
-}
-
 fn load_l4proto(dreg: u32) -> Expr {
     Expr::Meta {
         key: MetaKey::L4Proto,
-        dreg,
-    }
-}
-
-fn load_dport(dreg: u32) -> Expr {
-    Expr::Payload {
-        base: NFT_PAYLOAD_TRANSPORT_HEADER,
-        offset: 2,
-        len: 2,
         dreg,
     }
 }
@@ -321,7 +286,8 @@ impl Options {
 
 /// The masquerade rules of `postrouting`.
 fn postrouting_rules() -> Vec<(Vec<Expr>, &'static str)> {
-    let ct = || -> Vec<Expr> { match_ct_dnat().into() };
+    // `ct status dnat`: the connection was destination-NATed.
+    let ct = || -> Vec<Expr> { match_ct_bits(NFT_CT_STATUS, CT_STATUS_DNAT, true).into() };
     let mut out = Vec::new();
     // Host loopback -> container (route_localnet); `daddr . daddr` in
     // hairpin4 means "a container published with snat".
@@ -371,13 +337,6 @@ fn postrouting_rules() -> Vec<(Vec<Expr>, &'static str)> {
 }
 
 // ---- element keys ---------------------------------------------------------
-
-fn addr_bytes(ip: &IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
 
 /// `inet_proto . inet_service`, each padded to 4 bytes.
 fn proto_port(proto: u8, port: u16) -> Vec<u8> {
