@@ -53,7 +53,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::attr::AttrWriter;
-use crate::batch::{Batch, Create};
+use crate::batch::{self, Batch, Create, Split};
 use crate::error::{Error, Result};
 use crate::expr::{
     addr_bytes, load_addr, load_dport, match_addr_prefix, match_ct_bits, match_nfproto, CmpOp,
@@ -76,8 +76,6 @@ const DNAT_CHAIN: &str = "dnat";
 /// Created last in the infrastructure transaction: present iff all is.
 const LAST_CHAIN: &str = "forward";
 const MAX_ATTEMPTS: usize = 16;
-/// Element deletions per GC transaction (one netlink message).
-const GC_CHUNK: usize = 512;
 /// Every per-attachment set of the table.
 const OWNED_SETS: [&str; 9] = [
     CLAIMS, "ip4", "any4", "ip6", "any6", "hairpin4", "hairpin6", "masqall4", "masqall6",
@@ -608,11 +606,7 @@ struct Want {
 }
 
 /// One element of the table with the set holding it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owned {
-    pub set: String,
-    pub element: Element,
-}
+pub type Owned = SetElement;
 
 /// The published-port state of this network namespace.
 pub struct HostPorts {
@@ -677,10 +671,8 @@ impl HostPorts {
             if ops.is_empty() {
                 return Ok(());
             }
-            let err = match b.commit(&mut self.sock) {
-                Ok(()) => return Ok(()),
-                Err(e @ Error::Kernel(_)) => e,
-                Err(e) => return Err(e),
+            let Some(err) = b.try_commit(&mut self.sock)? else {
+                return Ok(());
             };
             let mut taken = Vec::new();
             for f in err.failures() {
@@ -736,7 +728,7 @@ impl HostPorts {
         let Some(maps) = maps else {
             let sets = self.owned_sets()?;
             let victims = self.dump(&sets, |c| c == tag)?;
-            return self.delete(victims);
+            return self.delete(victims, Split::Never);
         };
         let mut victims = Vec::new();
         let mut candidates: Vec<(String, Element)> = Vec::new();
@@ -795,7 +787,7 @@ impl HostPorts {
                 }
             }
         }
-        self.delete(victims)
+        self.delete(victims, Split::Never)
     }
 
     /// Verifies that every element [`HostPorts::add`] makes for these
@@ -846,12 +838,7 @@ impl HostPorts {
             .collect();
         owners.sort();
         owners.dedup();
-        let mut rest = victims;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(GC_CHUNK));
-            self.delete(rest)?;
-            rest = tail;
-        }
+        self.delete(victims, Split::Chunks)?;
         Ok(owners)
     }
 
@@ -945,31 +932,18 @@ impl HostPorts {
         sets: &[S],
         pick: impl Fn(&str) -> bool,
     ) -> Result<Vec<Owned>> {
-        let mut out = Vec::new();
-        for set in sets {
-            let set = set.as_ref();
-            for e in query::list_elements(&mut self.sock, FAMILY, TABLE, set)?.unwrap_or_default() {
-                if e.comment.as_deref().is_some_and(&pick) {
-                    out.push(Owned {
-                        set: set.to_string(),
-                        element: e,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        let mut all = query::dump_elements(&mut self.sock, FAMILY, TABLE, sets)?;
+        all.retain(|o| o.element.comment.as_deref().is_some_and(&pick));
+        Ok(all)
     }
 
-    fn delete(&mut self, victims: Vec<Owned>) -> Result<()> {
-        let pairs = victims
-            .iter()
-            .map(|o| (o.set.as_str(), &o.element))
-            .collect();
-        crate::batch::delete_elements_tolerant(
+    fn delete(&mut self, victims: Vec<Owned>, split: Split<'_>) -> Result<()> {
+        batch::delete_elements(
             &mut self.sock,
             FAMILY,
             TABLE,
-            pairs,
+            victims,
+            split,
             MAX_ATTEMPTS,
             "portmap delete",
         )

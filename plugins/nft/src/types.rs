@@ -197,6 +197,13 @@ pub struct Element {
     pub comment: Option<String>,
 }
 
+/// An element together with the set holding it (dumps, deletions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetElement {
+    pub set: String,
+    pub element: Element,
+}
+
 impl Element {
     pub fn ip(ip: IpAddr) -> Self {
         let key = match ip {
