@@ -13,8 +13,6 @@ pub mod version;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -224,17 +222,7 @@ impl Cni {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             if let Some(f) = &host {
-                let fd = f.as_raw_fd();
-                // SAFETY: runs in the forked child before exec and only calls setns(2), which
-                // is async-signal-safe; `fd` is inherited by the child until exec.
-                unsafe {
-                    cmd.pre_exec(move || {
-                        if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
+                crate::setns_before_exec(&mut cmd, f);
             }
             match cmd.spawn() {
                 Ok(mut child) => {
