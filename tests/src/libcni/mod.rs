@@ -895,38 +895,46 @@ fn cni_reg_ok(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
 }
 
-/// `utils.ValidateContainerID`.
-pub fn validate_container_id(id: &str) -> Result<()> {
-    if id.is_empty() {
-        return Err(Error {
-            code: 3,
-            msg: "missing containerID".into(),
-        });
+/// `value` must be non-empty (else `missing`) and match cniReg (else `invalid`): the shape of
+/// Go's `ValidateContainerID` and `ValidateNetworkName`.
+fn validate_reg(value: &str, missing: Error, invalid: impl FnOnce() -> Error) -> Result<()> {
+    if value.is_empty() {
+        return Err(missing);
     }
-    if !cni_reg_ok(id) {
-        return Err(Error {
-            code: 4,
-            msg: format!("invalid characters in containerID; {id}"),
-        });
+    if !cni_reg_ok(value) {
+        return Err(invalid());
     }
     Ok(())
 }
 
+/// `utils.ValidateContainerID`.
+pub fn validate_container_id(id: &str) -> Result<()> {
+    validate_reg(
+        id,
+        Error {
+            code: 3,
+            msg: "missing containerID".into(),
+        },
+        || Error {
+            code: 4,
+            msg: format!("invalid characters in containerID; {id}"),
+        },
+    )
+}
+
 /// `utils.ValidateNetworkName`.
 pub fn validate_network_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error {
+    validate_reg(
+        name,
+        Error {
             code: 7,
             msg: "missing network name:".into(),
-        });
-    }
-    if !cni_reg_ok(name) {
-        return Err(Error {
+        },
+        || Error {
             code: 7,
             msg: format!("invalid characters found in network name; {name}"),
-        });
-    }
-    Ok(())
+        },
+    )
 }
 
 /// `utils.ValidateInterfaceName`.
