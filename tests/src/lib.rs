@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod bench;
 pub mod containerd;
 pub mod libcni;
 pub mod suite;
