@@ -414,9 +414,12 @@ pub(crate) enum Split<'a> {
     ChunksKeeping(&'a dyn Fn(&Element, &Element) -> bool),
 }
 
+/// Attempts per deletion transaction (each retries without the elements that vanished).
+const DELETE_ATTEMPTS: usize = 16;
+
 /// Deletes `victims` of `table`, split into transactions as `split` says. In each transaction
 /// elements that vanished meanwhile (ENOENT: a concurrent DEL or GC) are dropped from the
-/// batch and it is retried, up to `attempts` times; `what` names the operation in the final
+/// batch and it is retried, up to [`DELETE_ATTEMPTS`] times; `what` names the operation in the final
 /// error.
 pub(crate) fn delete_elements(
     sock: &mut NftSocket,
@@ -424,7 +427,6 @@ pub(crate) fn delete_elements(
     table: &str,
     mut victims: Vec<SetElement>,
     split: Split<'_>,
-    attempts: usize,
     what: &str,
 ) -> Result<()> {
     while !victims.is_empty() {
@@ -439,7 +441,7 @@ pub(crate) fn delete_elements(
             }
         }
         let rest = victims.split_off(end);
-        delete_elements_tolerant(sock, family, table, victims, attempts, what)?;
+        delete_elements_tolerant(sock, family, table, victims, what)?;
         victims = rest;
     }
     Ok(())
@@ -451,10 +453,9 @@ fn delete_elements_tolerant(
     family: Family,
     table: &str,
     mut victims: Vec<SetElement>,
-    attempts: usize,
     what: &str,
 ) -> Result<()> {
-    for _ in 0..attempts {
+    for _ in 0..DELETE_ATTEMPTS {
         if victims.is_empty() {
             return Ok(());
         }

@@ -96,15 +96,7 @@ fn set_specs() -> Vec<SetSpec> {
             (Kind::Iso, ip.clone()),
             (Kind::IsoBridge, KeyType::Concat(vec![KeyType::IfName, ip])),
         ] {
-            v.push(SetSpec {
-                family: FAMILY,
-                table: TABLE.into(),
-                name: set_name(kind, v6).into(),
-                key,
-                verdict_map: false,
-                data: None,
-                flags: 0,
-            });
+            v.push(SetSpec::new(FAMILY, TABLE, set_name(kind, v6), key));
         }
     }
     v
@@ -547,7 +539,6 @@ impl Firewall {
             TABLE,
             victims,
             split,
-            MAX_ATTEMPTS,
             "firewall delete",
         )
     }

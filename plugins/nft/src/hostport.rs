@@ -393,13 +393,8 @@ fn masqall_key(ip: &IpAddr) -> (String, Element) {
 
 fn set_spec(name: &str, key: KeyType, data: Option<KeyType>) -> SetSpec {
     SetSpec {
-        family: FAMILY,
-        table: TABLE.into(),
-        name: name.into(),
-        key,
-        verdict_map: false,
         data,
-        flags: 0,
+        ..SetSpec::new(FAMILY, TABLE, name, key)
     }
 }
 
@@ -944,7 +939,6 @@ impl HostPorts {
             TABLE,
             victims,
             split,
-            MAX_ATTEMPTS,
             "portmap delete",
         )
     }

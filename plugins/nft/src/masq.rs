@@ -202,19 +202,16 @@ fn postrouting_spec() -> ChainSpec {
 fn push_subnet(b: &mut Batch, s: &Subnet) -> usize {
     let v6 = s.net.is_ipv6();
     b.add_set(
-        &SetSpec {
-            family: FAMILY,
-            table: TABLE.into(),
-            name: s.name.clone(),
-            key: if v6 {
+        &SetSpec::new(
+            FAMILY,
+            TABLE,
+            &s.name,
+            if v6 {
                 KeyType::Ipv6Addr
             } else {
                 KeyType::Ipv4Addr
             },
-            verdict_map: false,
-            data: None,
-            flags: 0,
-        },
+        ),
         Create::IfMissing,
     );
     let chain_op = b.add_chain(
@@ -547,7 +544,6 @@ impl MasqSetup {
             TABLE,
             victims,
             split,
-            MAX_ATTEMPTS,
             "ipMasq delete",
         )
     }

@@ -170,15 +170,7 @@ fn validate(network: &str, container_id: &str, ifname: &str, host_veth: &str) ->
 }
 
 fn set_spec(name: &str, key: KeyType) -> SetSpec {
-    SetSpec {
-        family: FAMILY,
-        table: TABLE.into(),
-        name: name.into(),
-        key,
-        verdict_map: false,
-        data: None,
-        flags: 0,
-    }
+    SetSpec::new(FAMILY, TABLE, name, key)
 }
 
 /// The table, the three sets, and the chain (exclusive) with its one
@@ -514,7 +506,6 @@ impl SpoofChk {
             TABLE,
             victims,
             Split::ChunksKeeping(&|a, b| owner(a) == owner(b)),
-            MAX_ATTEMPTS,
             "macspoofchk delete",
         )
     }

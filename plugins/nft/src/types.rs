@@ -178,6 +178,19 @@ pub struct SetSpec {
 }
 
 impl SetSpec {
+    /// A plain set (no map, no extra flags) of `key`.
+    pub fn new(family: Family, table: &str, name: &str, key: KeyType) -> Self {
+        SetSpec {
+            family,
+            table: table.into(),
+            name: name.into(),
+            key,
+            verdict_map: false,
+            data: None,
+            flags: 0,
+        }
+    }
+
     pub(crate) fn kernel_flags(&self) -> u32 {
         let mut f = self.flags;
         if self.verdict_map || self.data.is_some() {

@@ -101,15 +101,7 @@ pub fn sync(vni: u32, port: u16, vteps: &[Ipv4Addr]) -> Result<(usize, usize)> {
         Create::IfMissing,
     );
     b.add_set(
-        &SetSpec {
-            family: Family::Ip,
-            table: TABLE.into(),
-            name: set.clone(),
-            key: KeyType::Ipv4Addr,
-            verdict_map: false,
-            data: None,
-            flags: 0,
-        },
+        &SetSpec::new(Family::Ip, TABLE, &set, KeyType::Ipv4Addr),
         Create::IfMissing,
     );
     let mut added = 0;
