@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod bench;
 pub mod cluster;
 pub mod containerd;
 pub mod libcni;
@@ -188,6 +189,43 @@ impl<'a> Call<'a> {
             extra_env: &[],
         }
     }
+
+    /// A call for `container_id` (ifname `eth0`) in `netns`, run inside the throwaway host
+    /// `host` with `cni_path` as CNI_PATH: the call of every chained-plugin test and bench.
+    pub fn in_host(
+        plugin: &'a Path,
+        command: &'a str,
+        host: &'a Netns,
+        cni_path: &'a str,
+        netns: &'a str,
+        container_id: &'a str,
+    ) -> Call<'a> {
+        Call {
+            container_id,
+            netns,
+            ifname: "eth0",
+            cni_path,
+            host: Some(host),
+            ..Call::new(plugin, command)
+        }
+    }
+}
+
+/// Makes the child of `cmd` enter the network namespace `netns` (an open nsfs file, which
+/// must stay open until the spawn) before it execs.
+pub fn setns_before_exec(cmd: &mut Command, netns: &File) {
+    let fd = netns.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+    // which is async-signal-safe; `fd` stays open in the child (inherited, not CLOEXEC'd
+    // until exec).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// What a plugin printed.
@@ -250,18 +288,7 @@ pub fn run(call: &Call<'_>, stdin: &str) -> Reply {
         .host
         .map(|h| File::open(&h.path).expect("open host netns"));
     if let Some(f) = &host_file {
-        let fd = f.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
-        // which is async-signal-safe; `fd` stays open in the child (inherited, not CLOEXEC'd
-        // until exec).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        setns_before_exec(&mut cmd, f);
     }
     let mut child = cmd.spawn().expect("spawn plugin");
     child

@@ -75,14 +75,14 @@ impl Fx {
     }
 
     fn call(&self, command: &str, netns: &str, id: &str, conf: &Value) -> Reply {
-        let call = Call {
-            container_id: id,
+        let call = Call::in_host(
+            &self.bridge_bin,
+            command,
+            &self.host,
+            self.cni.path(),
             netns,
-            ifname: "eth0",
-            cni_path: self.cni.path(),
-            host: Some(&self.host),
-            ..Call::new(&self.bridge_bin, command)
-        };
+            id,
+        );
         run(&call, &conf.to_string())
     }
 

@@ -33,11 +33,7 @@ impl Plugin for Bridge {
                 errs.push(e.to_string());
             }
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(CniError::internal(errs.join("; ")))
-        }
+        cni_core::gc::outcome(errs)
     }
 
     fn status(&self, req: &Request) -> Result<(), CniError> {

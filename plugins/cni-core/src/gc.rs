@@ -41,6 +41,16 @@ impl ValidAttachments {
     }
 }
 
+/// The end of a GC that went on after errors (the spec says it should): `Ok` without errors,
+/// else one internal error naming them all.
+pub fn outcome(errs: Vec<String>) -> Result<(), CniError> {
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::internal(errs.join("; ")))
+    }
+}
+
 /// Reads the list from the (key-folded) request config.
 pub fn valid_attachments(conf: &Value) -> Result<ValidAttachments, CniError> {
     let found = ["cni.dev/valid-attachments", "cni.dev/attachments"]
@@ -88,6 +98,14 @@ mod tests {
     fn parse(s: &str) -> Result<ValidAttachments, CniError> {
         let v: Value = serde_json::from_str(s).unwrap();
         valid_attachments(&crate::json::fold_keys(&v))
+    }
+
+    #[test]
+    fn outcome_joins_errors() {
+        assert!(outcome(Vec::new()).is_ok());
+        let e = outcome(vec!["a failed".into(), "b failed".into()]).unwrap_err();
+        assert_eq!(e.code, crate::error::Code::Internal as u32);
+        assert_eq!(e.msg, "a failed; b failed");
     }
 
     #[test]

@@ -269,6 +269,17 @@ impl Batch {
         })
     }
 
+    /// [`Batch::commit`] for callers that react to rejected operations: `Ok(None)` when the
+    /// batch is applied, `Ok(Some(error))` when the kernel rejected operations
+    /// ([`Error::Kernel`], see [`Error::failures`]), `Err` for anything else.
+    pub fn try_commit(self, sock: &mut NftSocket) -> Result<Option<Error>> {
+        match self.commit(sock) {
+            Ok(()) => Ok(None),
+            Err(e @ Error::Kernel(_)) => Ok(Some(e)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends the batch and waits for every ACK. On failure the kernel has
     /// applied nothing, and the error lists every rejected operation.
     pub fn commit(mut self, sock: &mut NftSocket) -> Result<()> {
@@ -359,29 +370,101 @@ impl Batch {
     }
 }
 
-/// Deletes `(set, element)` pairs of `table` in one transaction. Elements that vanished
-/// meanwhile (ENOENT: a concurrent DEL or GC) are dropped from the batch and it is retried, up
-/// to `attempts` times; `what` names the operation in the final error.
-pub(crate) fn delete_elements_tolerant<S: AsRef<str>>(
+/// What each operation of a batch stands for, by op index (as the `add_*`/`del_*` methods
+/// return it), to map the kernel's failures back; `other` for untagged operations.
+pub(crate) struct OpTags<T> {
+    tags: Vec<T>,
+    other: T,
+}
+
+impl<T: Copy> OpTags<T> {
+    pub(crate) fn new(other: T) -> Self {
+        OpTags {
+            tags: Vec::new(),
+            other,
+        }
+    }
+
+    pub(crate) fn set(&mut self, op: usize, tag: T) {
+        if self.tags.len() <= op {
+            self.tags.resize(op + 1, self.other);
+        }
+        self.tags[op] = tag;
+    }
+
+    pub(crate) fn get(&self, op: usize) -> T {
+        self.tags.get(op).copied().unwrap_or(self.other)
+    }
+}
+
+/// Element deletions per transaction when a delete is split: one transaction is one netlink
+/// message, so a bulk delete (a GC of thousands) stays under the socket buffer limit (EMSGSIZE
+/// at ~2000 elements otherwise).
+pub(crate) const DELETE_CHUNK: usize = 512;
+
+/// How [`delete_elements`] splits its victims into transactions.
+#[derive(Clone, Copy)]
+pub(crate) enum Split<'a> {
+    /// One transaction: all or nothing (an attachment's DEL).
+    Never,
+    /// Transactions of at most [`DELETE_CHUNK`] elements (GC).
+    Chunks,
+    /// As `Chunks`, but neighbours for which the function holds stay in one transaction (a
+    /// chunk grows past the limit for them); the caller sorts so that they are adjacent.
+    ChunksKeeping(&'a dyn Fn(&Element, &Element) -> bool),
+}
+
+/// Attempts per deletion transaction (each retries without the elements that vanished).
+const DELETE_ATTEMPTS: usize = 16;
+
+/// Deletes `victims` of `table`, split into transactions as `split` says. In each transaction
+/// elements that vanished meanwhile (ENOENT: a concurrent DEL or GC) are dropped from the
+/// batch and it is retried, up to [`DELETE_ATTEMPTS`] times; `what` names the operation in the final
+/// error.
+pub(crate) fn delete_elements(
     sock: &mut NftSocket,
     family: Family,
     table: &str,
-    mut victims: Vec<(S, &Element)>,
-    attempts: usize,
+    mut victims: Vec<SetElement>,
+    split: Split<'_>,
     what: &str,
 ) -> Result<()> {
-    for _ in 0..attempts {
+    while !victims.is_empty() {
+        let mut end = match split {
+            Split::Never => victims.len(),
+            Split::Chunks | Split::ChunksKeeping(_) => victims.len().min(DELETE_CHUNK),
+        };
+        if let Split::ChunksKeeping(together) = split {
+            while end < victims.len() && together(&victims[end - 1].element, &victims[end].element)
+            {
+                end += 1;
+            }
+        }
+        let rest = victims.split_off(end);
+        delete_elements_tolerant(sock, family, table, victims, what)?;
+        victims = rest;
+    }
+    Ok(())
+}
+
+/// One transaction deleting `victims`, retried without those that vanished.
+fn delete_elements_tolerant(
+    sock: &mut NftSocket,
+    family: Family,
+    table: &str,
+    mut victims: Vec<SetElement>,
+    what: &str,
+) -> Result<()> {
+    for _ in 0..DELETE_ATTEMPTS {
         if victims.is_empty() {
             return Ok(());
         }
         let mut b = Batch::new();
-        for (set, e) in &victims {
-            b.del_element(family, table, set.as_ref(), e);
+        for v in &victims {
+            b.del_element(family, table, &v.set, &v.element);
         }
-        let err = match b.commit(sock) {
-            Ok(()) => return Ok(()),
-            Err(e @ Error::Kernel(_)) => e,
-            Err(e) => return Err(e),
+        let Some(err) = b.try_commit(sock)? else {
+            return Ok(());
         };
         let mut gone = std::collections::HashSet::new();
         for f in err.failures() {

@@ -399,6 +399,16 @@ pub fn load_addr(v6: bool, daddr: bool, dreg: u32) -> Expr {
     }
 }
 
+/// Loads `th dport` (the destination port of TCP, UDP or SCTP) into `dreg`.
+pub fn load_dport(dreg: u32) -> Expr {
+    Expr::Payload {
+        base: NFT_PAYLOAD_TRANSPORT_HEADER,
+        offset: 2,
+        len: 2,
+        dreg,
+    }
+}
+
 /// Loads `ether saddr` (6 bytes at link-header offset 6) into `dreg`; in
 /// the bridge family the link header is the Ethernet header.
 pub fn load_ether_saddr(dreg: u32) -> Expr {
@@ -410,7 +420,8 @@ pub fn load_ether_saddr(dreg: u32) -> Expr {
     }
 }
 
-fn addr_bytes(ip: &IpAddr) -> Vec<u8> {
+/// The address in network byte order (4 or 16 bytes).
+pub(crate) fn addr_bytes(ip: &IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),

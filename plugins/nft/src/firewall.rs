@@ -42,7 +42,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use crate::batch::{Batch, Create};
+use crate::batch::{self, Batch, Create, OpTags, Split};
 use crate::error::{Error, Result};
 use crate::expr::{
     load_addr, match_ct_bits, match_nfproto, Expr, MetaKey, Verdict, CT_STATE_ESTABLISHED_RELATED,
@@ -63,8 +63,6 @@ pub const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";
 /// Rules of the `forward` chain (CHECK compares the count).
 const FORWARD_RULES: usize = 7;
 const MAX_ATTEMPTS: usize = 16;
-/// Element deletions per GC transaction (one netlink message each).
-const GC_CHUNK: usize = 512;
 
 /// What a set holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,15 +96,7 @@ fn set_specs() -> Vec<SetSpec> {
             (Kind::Iso, ip.clone()),
             (Kind::IsoBridge, KeyType::Concat(vec![KeyType::IfName, ip])),
         ] {
-            v.push(SetSpec {
-                family: FAMILY,
-                table: TABLE.into(),
-                name: set_name(kind, v6).into(),
-                key,
-                verdict_map: false,
-                data: None,
-                flags: 0,
-            });
+            v.push(SetSpec::new(FAMILY, TABLE, set_name(kind, v6), key));
         }
     }
     v
@@ -345,11 +335,7 @@ impl Firewall {
         let mut last_err = None;
         for _ in 0..MAX_ATTEMPTS {
             let mut b = Batch::new();
-            let mut tags = Vec::new();
-            let tag = |tags: &mut Vec<Tag>, i: usize, t: Tag| {
-                tags.resize(i + 1, Tag::Other);
-                tags[i] = t;
-            };
+            let mut tags = OpTags::new(Tag::Other);
             if infra {
                 b.add_table(FAMILY, TABLE, Create::IfMissing);
                 for s in set_specs() {
@@ -367,28 +353,26 @@ impl Firewall {
                 );
                 if !forward_exists {
                     let i = push_forward(&mut b);
-                    tag(&mut tags, i, Tag::Forward);
+                    tags.set(i, Tag::Forward);
                 }
             }
             if need_admin {
                 let i = push_admin_chain(&mut b, a.admin_chain);
-                tag(&mut tags, i, Tag::AdminChain);
+                tags.set(i, Tag::AdminChain);
             }
             for (ei, (set, el)) in targets.iter().enumerate() {
                 if replace[ei] {
                     let i = b.del_element(FAMILY, TABLE, set, el);
-                    tag(&mut tags, i, Tag::DelElem(ei));
+                    tags.set(i, Tag::DelElem(ei));
                 }
                 let i = b.add_element(FAMILY, TABLE, set, el, Create::Exclusive);
-                tag(&mut tags, i, Tag::AddElem(ei));
+                tags.set(i, Tag::AddElem(ei));
             }
-            let err = match b.commit(&mut self.sock) {
-                Ok(()) => return Ok(()),
-                Err(e @ Error::Kernel(_)) => e,
-                Err(e) => return Err(e),
+            let Some(err) = b.try_commit(&mut self.sock)? else {
+                return Ok(());
             };
             for f in err.failures() {
-                match (tags.get(f.index).copied().unwrap_or(Tag::Other), f.errno) {
+                match (tags.get(f.index), f.errno) {
                     (Tag::Forward, libc::EEXIST) => forward_exists = true,
                     (Tag::AdminChain, libc::EEXIST) => need_admin = false,
                     (Tag::AddElem(ei), libc::EEXIST | libc::EBUSY) => replace[ei] = true,
@@ -459,7 +443,13 @@ impl Firewall {
     ) -> Result<()> {
         let owner = owner_comment(network, container_id, ifname);
         let mine = |e: &Element| e.comment.as_deref() == Some(owner.as_str());
-        let mut victims: Vec<(&'static str, Element)> = Vec::new();
+        let mut victims = Vec::new();
+        let mut push = |set: &str, element| {
+            victims.push(SetElement {
+                set: set.into(),
+                element,
+            })
+        };
         match ips {
             Some(ips) => {
                 let mut seen = HashSet::new();
@@ -479,7 +469,7 @@ impl Firewall {
                         {
                             if mine(&e) {
                                 iso_found |= set == set_name(Kind::Iso, v6);
-                                victims.push((set, e));
+                                push(set, e);
                             }
                         }
                     }
@@ -488,24 +478,21 @@ impl Firewall {
                         let key_ip = Element::ip(*ip).key;
                         for e in self.elements(set)? {
                             if mine(&e) && e.key.ends_with(&key_ip) {
-                                victims.push((set, e));
+                                push(set, e);
                             }
                         }
                     }
                 }
             }
             None => {
-                for s in set_specs() {
-                    let set = set_name_static(&s.name);
-                    for e in self.elements(set)? {
-                        if mine(&e) {
-                            victims.push((set, e));
-                        }
+                for l in self.all_elements()? {
+                    if mine(&l.element) {
+                        push(&l.set, l.element);
                     }
                 }
             }
         }
-        self.delete(victims)
+        self.delete(victims, Split::Never)
     }
 
     /// Deletes every element of `network` whose (container ID, ifname) `keep` rejects.
@@ -513,21 +500,16 @@ impl Firewall {
     pub fn gc(&mut self, network: &str, keep: &dyn Fn(&str, &str) -> bool) -> Result<Vec<FwEntry>> {
         let mut removed = Vec::new();
         let mut victims = Vec::new();
-        for (set, e) in self.all_elements()? {
-            let Some(entry) = to_entry(set, &e) else {
+        for l in self.all_elements()? {
+            let Some(entry) = to_entry(&l) else {
                 continue;
             };
             if entry.network == network && !keep(&entry.container_id, &entry.ifname) {
                 removed.push(entry);
-                victims.push((set, e));
+                victims.push(l);
             }
         }
-        let mut rest = victims;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(GC_CHUNK));
-            self.delete(rest)?;
-            rest = tail;
-        }
+        self.delete(victims, Split::Chunks)?;
         Ok(removed)
     }
 
@@ -536,7 +518,7 @@ impl Firewall {
         Ok(self
             .all_elements()?
             .iter()
-            .filter_map(|(set, e)| to_entry(set, e))
+            .filter_map(to_entry)
             .filter(|e| network.is_none_or(|n| e.network == n))
             .collect())
     }
@@ -545,44 +527,28 @@ impl Firewall {
         Ok(query::list_elements(&mut self.sock, FAMILY, TABLE, set)?.unwrap_or_default())
     }
 
-    fn all_elements(&mut self) -> Result<Vec<(&'static str, Element)>> {
-        let mut all = Vec::new();
-        for s in set_specs() {
-            let set = set_name_static(&s.name);
-            for e in self.elements(set)? {
-                all.push((set, e));
-            }
-        }
-        Ok(all)
+    fn all_elements(&mut self) -> Result<Vec<SetElement>> {
+        let sets: Vec<String> = set_specs().into_iter().map(|s| s.name).collect();
+        query::dump_elements(&mut self.sock, FAMILY, TABLE, &sets)
     }
 
-    fn delete(&mut self, victims: Vec<(&'static str, Element)>) -> Result<()> {
-        let pairs = victims.iter().map(|(s, e)| (*s, e)).collect();
-        crate::batch::delete_elements_tolerant(
+    fn delete(&mut self, victims: Vec<SetElement>, split: Split<'_>) -> Result<()> {
+        batch::delete_elements(
             &mut self.sock,
             FAMILY,
             TABLE,
-            pairs,
-            MAX_ATTEMPTS,
+            victims,
+            split,
             "firewall delete",
         )
     }
 }
 
-/// The `&'static` name of one of our sets.
-fn set_name_static(name: &str) -> &'static str {
-    [Kind::Allow, Kind::Iso, Kind::IsoBridge]
-        .iter()
-        .flat_map(|k| [set_name(*k, false), set_name(*k, true)])
-        .find(|n| *n == name)
-        .unwrap_or("allow4")
-}
-
-fn to_entry(set: &str, e: &Element) -> Option<FwEntry> {
-    let (network, container_id, ifname) = parse_owner(e.comment.as_deref()?)?;
+fn to_entry(l: &SetElement) -> Option<FwEntry> {
+    let (network, container_id, ifname) = parse_owner(l.element.comment.as_deref()?)?;
     Some(FwEntry {
-        set: set.into(),
-        key: e.key_label(),
+        set: l.set.clone(),
+        key: l.element.key_label(),
         network: network.into(),
         container_id: container_id.into(),
         ifname: ifname.into(),
@@ -627,8 +593,5 @@ mod tests {
         assert_eq!(w[2].1.key.len(), 20);
         assert_eq!(w[5].1.key.len(), 32);
         assert_eq!(set_specs().len(), 6);
-        for s in set_specs() {
-            assert_eq!(set_name_static(&s.name), s.name);
-        }
     }
 }

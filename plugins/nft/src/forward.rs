@@ -249,18 +249,7 @@ fn ensure_isolation(sock: &mut NftSocket, bridge: &str, isolate: bool) -> Result
             (ISOLATED_SELF_SET, KeyType::Concat(vec![KeyType::IfName; 2])),
         ];
         for (name, key) in sets {
-            b.add_set(
-                &SetSpec {
-                    family: FAMILY,
-                    table: TABLE.into(),
-                    name: name.into(),
-                    key,
-                    verdict_map: false,
-                    data: None,
-                    flags: 0,
-                },
-                Create::IfMissing,
-            );
+            b.add_set(&SetSpec::new(FAMILY, TABLE, name, key), Create::IfMissing);
         }
         let chain_op = (!chain_exists).then(|| push_forward_chain(&mut b));
         b.add_element(FAMILY, TABLE, set_a, &el_a, Create::IfMissing);

@@ -53,9 +53,12 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::attr::AttrWriter;
-use crate::batch::{Batch, Create};
+use crate::batch::{self, Batch, Create, Split};
 use crate::error::{Error, Result};
-use crate::expr::{load_addr, match_addr_prefix, match_nfproto, CmpOp, Expr, MetaKey, Verdict};
+use crate::expr::{
+    addr_bytes, load_addr, load_dport, match_addr_prefix, match_ct_bits, match_nfproto, CmpOp,
+    Expr, MetaKey, Verdict, CT_STATUS_DNAT, NFT_CT_STATUS,
+};
 use crate::owner::{parse_owner, validate_owner};
 use crate::query;
 use crate::socket::NftSocket;
@@ -73,8 +76,6 @@ const DNAT_CHAIN: &str = "dnat";
 /// Created last in the infrastructure transaction: present iff all is.
 const LAST_CHAIN: &str = "forward";
 const MAX_ATTEMPTS: usize = 16;
-/// Element deletions per GC transaction (one netlink message).
-const GC_CHUNK: usize = 512;
 /// Every per-attachment set of the table.
 const OWNED_SETS: [&str; 9] = [
     CLAIMS, "ip4", "any4", "ip6", "any6", "hairpin4", "hairpin6", "masqall4", "masqall6",
@@ -94,11 +95,6 @@ const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
 const NFT_NAT_DNAT: u32 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
-const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
-const NFTA_CT_DREG: u16 = 1;
-const NFTA_CT_KEY: u16 = 2;
-const NFT_CT_STATUS: u32 = 2;
-const IPS_DST_NAT: u32 = 1 << 5;
 /// 32-bit registers: NFT_REG32_00 overlays NFT_REG_1.
 const REG32_00: u32 = 8;
 const REG32_01: u32 = 9;
@@ -154,42 +150,9 @@ pub fn match_daddr_local() -> [Expr; 2] {
     ]
 }
 
-/// `ct status dnat` (the connection was destination-NATed).
-fn match_ct_dnat() -> [Expr; 3] {
-    [
-        Expr::Raw {
-            name: "ct".into(),
-            attrs: vec![
-                (NFTA_CT_DREG, be32(NFT_REG_1)),
-                (NFTA_CT_KEY, be32(NFT_CT_STATUS)),
-            ],
-        },
-        Expr::Bitwise {
-            sreg: NFT_REG_1,
-            dreg: NFT_REG_1,
-            mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
-            xor: vec![0; 4],
-        },
-        Expr::Cmp {
-            sreg: NFT_REG_1,
-            op: CmpOp::Neq,
-            data: vec![0; 4],
-        },
-    ]
-}
-
 fn load_l4proto(dreg: u32) -> Expr {
     Expr::Meta {
         key: MetaKey::L4Proto,
-        dreg,
-    }
-}
-
-fn load_dport(dreg: u32) -> Expr {
-    Expr::Payload {
-        base: NFT_PAYLOAD_TRANSPORT_HEADER,
-        offset: 2,
-        len: 2,
         dreg,
     }
 }
@@ -321,7 +284,8 @@ impl Options {
 
 /// The masquerade rules of `postrouting`.
 fn postrouting_rules() -> Vec<(Vec<Expr>, &'static str)> {
-    let ct = || -> Vec<Expr> { match_ct_dnat().into() };
+    // `ct status dnat`: the connection was destination-NATed.
+    let ct = || -> Vec<Expr> { match_ct_bits(NFT_CT_STATUS, CT_STATUS_DNAT, true).into() };
     let mut out = Vec::new();
     // Host loopback -> container (route_localnet); `daddr . daddr` in
     // hairpin4 means "a container published with snat".
@@ -371,13 +335,6 @@ fn postrouting_rules() -> Vec<(Vec<Expr>, &'static str)> {
 }
 
 // ---- element keys ---------------------------------------------------------
-
-fn addr_bytes(ip: &IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
 
 /// `inet_proto . inet_service`, each padded to 4 bytes.
 fn proto_port(proto: u8, port: u16) -> Vec<u8> {
@@ -436,13 +393,8 @@ fn masqall_key(ip: &IpAddr) -> (String, Element) {
 
 fn set_spec(name: &str, key: KeyType, data: Option<KeyType>) -> SetSpec {
     SetSpec {
-        family: FAMILY,
-        table: TABLE.into(),
-        name: name.into(),
-        key,
-        verdict_map: false,
         data,
-        flags: 0,
+        ..SetSpec::new(FAMILY, TABLE, name, key)
     }
 }
 
@@ -649,11 +601,7 @@ struct Want {
 }
 
 /// One element of the table with the set holding it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owned {
-    pub set: String,
-    pub element: Element,
-}
+pub type Owned = SetElement;
 
 /// The published-port state of this network namespace.
 pub struct HostPorts {
@@ -718,10 +666,8 @@ impl HostPorts {
             if ops.is_empty() {
                 return Ok(());
             }
-            let err = match b.commit(&mut self.sock) {
-                Ok(()) => return Ok(()),
-                Err(e @ Error::Kernel(_)) => e,
-                Err(e) => return Err(e),
+            let Some(err) = b.try_commit(&mut self.sock)? else {
+                return Ok(());
             };
             let mut taken = Vec::new();
             for f in err.failures() {
@@ -777,7 +723,7 @@ impl HostPorts {
         let Some(maps) = maps else {
             let sets = self.owned_sets()?;
             let victims = self.dump(&sets, |c| c == tag)?;
-            return self.delete(victims);
+            return self.delete(victims, Split::Never);
         };
         let mut victims = Vec::new();
         let mut candidates: Vec<(String, Element)> = Vec::new();
@@ -836,7 +782,7 @@ impl HostPorts {
                 }
             }
         }
-        self.delete(victims)
+        self.delete(victims, Split::Never)
     }
 
     /// Verifies that every element [`HostPorts::add`] makes for these
@@ -887,12 +833,7 @@ impl HostPorts {
             .collect();
         owners.sort();
         owners.dedup();
-        let mut rest = victims;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(GC_CHUNK));
-            self.delete(rest)?;
-            rest = tail;
-        }
+        self.delete(victims, Split::Chunks)?;
         Ok(owners)
     }
 
@@ -986,32 +927,18 @@ impl HostPorts {
         sets: &[S],
         pick: impl Fn(&str) -> bool,
     ) -> Result<Vec<Owned>> {
-        let mut out = Vec::new();
-        for set in sets {
-            let set = set.as_ref();
-            for e in query::list_elements(&mut self.sock, FAMILY, TABLE, set)?.unwrap_or_default() {
-                if e.comment.as_deref().is_some_and(&pick) {
-                    out.push(Owned {
-                        set: set.to_string(),
-                        element: e,
-                    });
-                }
-            }
-        }
-        Ok(out)
+        let mut all = query::dump_elements(&mut self.sock, FAMILY, TABLE, sets)?;
+        all.retain(|o| o.element.comment.as_deref().is_some_and(&pick));
+        Ok(all)
     }
 
-    fn delete(&mut self, victims: Vec<Owned>) -> Result<()> {
-        let pairs = victims
-            .iter()
-            .map(|o| (o.set.as_str(), &o.element))
-            .collect();
-        crate::batch::delete_elements_tolerant(
+    fn delete(&mut self, victims: Vec<Owned>, split: Split<'_>) -> Result<()> {
+        batch::delete_elements(
             &mut self.sock,
             FAMILY,
             TABLE,
-            pairs,
-            MAX_ATTEMPTS,
+            victims,
+            split,
             "portmap delete",
         )
     }

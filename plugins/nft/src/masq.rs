@@ -52,7 +52,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use crate::batch::{Batch, Create};
+use crate::batch::{self, Batch, Create, OpTags, Split};
 use crate::error::{Error, Result};
 use crate::expr::{load_addr, match_addr_prefix, match_nfproto, nfproto_of, Expr, Verdict};
 use crate::owner::{owner_comment, parse_owner, validate_owner};
@@ -66,8 +66,6 @@ pub const FAMILY: Family = Family::Inet;
 pub const POSTROUTING: &str = "postrouting";
 const SUBNET_PREFIX: [&str; 2] = ["masq4-", "masq6-"];
 const MAX_ATTEMPTS: usize = 16;
-/// Element deletions per GC transaction.
-const GC_CHUNK: usize = 512;
 
 /// One masqueraded container address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,19 +202,16 @@ fn postrouting_spec() -> ChainSpec {
 fn push_subnet(b: &mut Batch, s: &Subnet) -> usize {
     let v6 = s.net.is_ipv6();
     b.add_set(
-        &SetSpec {
-            family: FAMILY,
-            table: TABLE.into(),
-            name: s.name.clone(),
-            key: if v6 {
+        &SetSpec::new(
+            FAMILY,
+            TABLE,
+            &s.name,
+            if v6 {
                 KeyType::Ipv6Addr
             } else {
                 KeyType::Ipv4Addr
             },
-            verdict_map: false,
-            data: None,
-            flags: 0,
-        },
+        ),
         Create::IfMissing,
     );
     let chain_op = b.add_chain(
@@ -257,12 +252,6 @@ enum Tag {
     DelElem(usize),
     DelStale,
     Other,
-}
-
-/// An element together with the subnet set holding it.
-struct Located {
-    set: String,
-    element: Element,
 }
 
 /// The masquerade state of this host (or network namespace).
@@ -316,23 +305,19 @@ impl MasqSetup {
         // Elements for the same IPs in *other* subnets' sets (the IP was
         // used with another prefix before): looked up once when a subnet
         // has to be created, and deleted in the same batch.
-        let mut stale: Option<Vec<Located>> = None;
+        let mut stale: Option<Vec<SetElement>> = None;
         let mut subnet_exists = vec![false; subnets.len()];
         let mut replace = vec![false; targets.len()];
         let mut last_err = None;
         for _ in 0..MAX_ATTEMPTS {
             let mut b = Batch::new();
-            let mut tags = Vec::new();
-            let tag = |tags: &mut Vec<Tag>, i: usize, t: Tag| {
-                tags.resize(i + 1, Tag::Other);
-                tags[i] = t;
-            };
+            let mut tags = OpTags::new(Tag::Other);
             if infra && stale.is_none() {
                 stale = Some(self.elements_elsewhere(&targets, &subnets)?);
             }
             for l in stale.iter().flatten() {
                 let i = b.del_element(FAMILY, TABLE, &l.set, &l.element);
-                tag(&mut tags, i, Tag::DelStale);
+                tags.set(i, Tag::DelStale);
             }
             if infra {
                 b.add_table(FAMILY, TABLE, Create::IfMissing);
@@ -340,7 +325,7 @@ impl MasqSetup {
                 for (si, s) in subnets.iter().enumerate() {
                     if !subnet_exists[si] {
                         let i = push_subnet(&mut b, s);
-                        tag(&mut tags, i, Tag::Subnet(si));
+                        tags.set(i, Tag::Subnet(si));
                     }
                 }
             }
@@ -348,18 +333,16 @@ impl MasqSetup {
                 let set = &subnets[*si].name;
                 if replace[ei] {
                     let i = b.del_element(FAMILY, TABLE, set, el);
-                    tag(&mut tags, i, Tag::DelElem(ei));
+                    tags.set(i, Tag::DelElem(ei));
                 }
                 let i = b.add_element(FAMILY, TABLE, set, el, Create::Exclusive);
-                tag(&mut tags, i, Tag::AddElem(ei));
+                tags.set(i, Tag::AddElem(ei));
             }
-            let err = match b.commit(&mut self.sock) {
-                Ok(()) => return Ok(()),
-                Err(e @ Error::Kernel(_)) => e,
-                Err(e) => return Err(e),
+            let Some(err) = b.try_commit(&mut self.sock)? else {
+                return Ok(());
             };
             for f in err.failures() {
-                match (tags.get(f.index).copied().unwrap_or(Tag::Other), f.errno) {
+                match (tags.get(f.index), f.errno) {
                     (Tag::Subnet(si), libc::EEXIST) => subnet_exists[si] = true,
                     (Tag::AddElem(ei), libc::EEXIST | libc::EBUSY) => replace[ei] = true,
                     (Tag::AddElem(_), libc::ENOENT) => {
@@ -412,7 +395,7 @@ impl MasqSetup {
                             query::get_element(&mut self.sock, FAMILY, TABLE, &s.name, &key)?
                         {
                             if mine(&e) {
-                                victims.push(Located {
+                                victims.push(SetElement {
                                     set: s.name.clone(),
                                     element: e,
                                 });
@@ -429,7 +412,7 @@ impl MasqSetup {
                 }
             }
         }
-        self.delete_elements(victims)
+        self.delete_elements(victims, Split::Never)
     }
 
     /// Deletes every element of `network` whose (container ID, ifname) is
@@ -450,14 +433,7 @@ impl MasqSetup {
                 victims.push(l);
             }
         }
-        // One transaction is one netlink message: chunk it so a large GC stays under the
-        // socket buffer limit (EMSGSIZE at ~2000 elements otherwise).
-        let mut rest = victims;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(GC_CHUNK));
-            self.delete_elements(rest)?;
-            rest = tail;
-        }
+        self.delete_elements(victims, Split::Chunks)?;
         // Pruning is housekeeping: under constant churn it may not settle, and an empty
         // subnet chain left for the next GC is harmless. Only real errors fail the GC.
         match self.prune_subnets() {
@@ -525,7 +501,7 @@ impl MasqSetup {
         &mut self,
         targets: &[(Element, usize)],
         subnets: &[Subnet],
-    ) -> Result<Vec<Located>> {
+    ) -> Result<Vec<SetElement>> {
         let existing = self.subnets()?;
         let mut found = Vec::new();
         for (el, si) in targets {
@@ -535,7 +511,7 @@ impl MasqSetup {
                 .filter(|s| s.name != subnets[*si].name && s.contains(&ip))
             {
                 if let Some(e) = query::get_element(&mut self.sock, FAMILY, TABLE, &s.name, el)? {
-                    found.push(Located {
+                    found.push(SetElement {
                         set: s.name.clone(),
                         element: e,
                     });
@@ -555,40 +531,25 @@ impl MasqSetup {
             .collect())
     }
 
-    fn elements(&mut self, subnets: &[Subnet]) -> Result<Vec<Located>> {
-        let mut all = Vec::new();
-        for s in subnets {
-            for e in
-                query::list_elements(&mut self.sock, FAMILY, TABLE, &s.name)?.unwrap_or_default()
-            {
-                all.push(Located {
-                    set: s.name.clone(),
-                    element: e,
-                });
-            }
-        }
-        Ok(all)
+    fn elements(&mut self, subnets: &[Subnet]) -> Result<Vec<SetElement>> {
+        let sets: Vec<&str> = subnets.iter().map(|s| s.name.as_str()).collect();
+        query::dump_elements(&mut self.sock, FAMILY, TABLE, &sets)
     }
 
-    /// One transaction deleting `victims`; elements that vanished in the
-    /// meantime (ENOENT) are dropped from the batch and it is retried.
-    fn delete_elements(&mut self, victims: Vec<Located>) -> Result<()> {
-        let pairs = victims
-            .iter()
-            .map(|l| (l.set.as_str(), &l.element))
-            .collect();
-        crate::batch::delete_elements_tolerant(
+    /// Deletes `victims`; elements that vanished in the meantime are skipped.
+    fn delete_elements(&mut self, victims: Vec<SetElement>, split: Split<'_>) -> Result<()> {
+        batch::delete_elements(
             &mut self.sock,
             FAMILY,
             TABLE,
-            pairs,
-            MAX_ATTEMPTS,
+            victims,
+            split,
             "ipMasq delete",
         )
     }
 }
 
-fn to_entry(l: &Located) -> Option<MasqEntry> {
+fn to_entry(l: &SetElement) -> Option<MasqEntry> {
     let (network, container_id, ifname) = parse_owner(l.element.comment.as_deref()?)?;
     Some(MasqEntry {
         ip: l.element.key_ip()?,

@@ -225,6 +225,26 @@ pub fn list_elements(
     }))
 }
 
+/// Every element of `sets` with the set holding it (none for a missing table or set).
+pub fn dump_elements<S: AsRef<str>>(
+    sock: &mut NftSocket,
+    family: Family,
+    table: &str,
+    sets: &[S],
+) -> Result<Vec<SetElement>> {
+    let mut all = Vec::new();
+    for set in sets {
+        let set = set.as_ref();
+        for element in list_elements(sock, family, table, set)?.unwrap_or_default() {
+            all.push(SetElement {
+                set: set.to_string(),
+                element,
+            });
+        }
+    }
+    Ok(all)
+}
+
 /// One element looked up by key; `None` if it, the set or the table is
 /// missing.
 pub fn get_element(

@@ -48,7 +48,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::batch::{Batch, Create};
+use crate::batch::{self, Batch, Create, OpTags, Split};
 use crate::error::{Error, Result};
 use crate::expr::{load_ether_saddr, Expr, MetaKey, Verdict};
 use crate::owner::{owner_comment, parse_owner};
@@ -69,8 +69,6 @@ pub const PRIORITY: i32 = -300;
 const RULE_COMMENT: &str =
     "cni-rs macspoofchk: drop frames from a protected port with a foreign source MAC";
 const MAX_ATTEMPTS: usize = 16;
-/// Element deletions per transaction (~100 bytes each).
-const MAX_BATCH: usize = 512;
 
 /// One protected attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,15 +170,7 @@ fn validate(network: &str, container_id: &str, ifname: &str, host_veth: &str) ->
 }
 
 fn set_spec(name: &str, key: KeyType) -> SetSpec {
-    SetSpec {
-        family: FAMILY,
-        table: TABLE.into(),
-        name: name.into(),
-        key,
-        verdict_map: false,
-        data: None,
-        flags: 0,
-    }
+    SetSpec::new(FAMILY, TABLE, name, key)
 }
 
 /// The table, the three sets, and the chain (exclusive) with its one
@@ -265,19 +255,15 @@ enum Tag {
     Other,
 }
 
-/// An element together with the set holding it.
-#[derive(Debug, Clone)]
-struct Located {
-    set: &'static str,
-    element: Element,
-}
-
-fn push_unique(out: &mut Vec<Located>, set: &'static str, element: Element) {
+fn push_unique(out: &mut Vec<SetElement>, set: &str, element: Element) {
     if !out
         .iter()
         .any(|l| l.set == set && l.element.key == element.key)
     {
-        out.push(Located { set, element });
+        out.push(SetElement {
+            set: set.into(),
+            element,
+        });
     }
 }
 
@@ -315,41 +301,35 @@ impl SpoofChk {
 
         let mut infra = false;
         let mut chain_exists = false;
-        let mut stale: Vec<Located> = Vec::new();
+        let mut stale: Vec<SetElement> = Vec::new();
         let mut last_err = None;
         for _ in 0..MAX_ATTEMPTS {
             let mut b = Batch::new();
-            let mut tags = Vec::new();
-            let mut tag = |i: usize, t: Tag| {
-                tags.resize(i + 1, Tag::Other);
-                tags[i] = t;
-            };
+            let mut tags = OpTags::new(Tag::Other);
             if infra {
                 if let Some(i) = push_infra(&mut b, chain_exists) {
-                    tag(i, Tag::Chain);
+                    tags.set(i, Tag::Chain);
                 }
             }
             for l in &stale {
-                tag(
-                    b.del_element(FAMILY, TABLE, l.set, &l.element),
+                tags.set(
+                    b.del_element(FAMILY, TABLE, &l.set, &l.element),
                     Tag::DelStale,
                 );
             }
             let i = b.add_element(FAMILY, TABLE, PORTS_SET, &port, Create::Exclusive);
-            tag(i, Tag::AddPort);
+            tags.set(i, Tag::AddPort);
             let i = b.add_element(FAMILY, TABLE, ALLOWED_SET, &allowed, Create::Exclusive);
-            tag(i, Tag::AddPort);
+            tags.set(i, Tag::AddPort);
             let i = b.add_element(FAMILY, TABLE, OWNERS_SET, &index, Create::Exclusive);
-            tag(i, Tag::AddIndex);
+            tags.set(i, Tag::AddIndex);
 
-            let err = match b.commit(&mut self.sock) {
-                Ok(()) => return Ok(()),
-                Err(e @ Error::Kernel(_)) => e,
-                Err(e) => return Err(e),
+            let Some(err) = b.try_commit(&mut self.sock)? else {
+                return Ok(());
             };
             let (mut port_taken, mut index_taken, mut restale) = (false, false, false);
             for f in err.failures() {
-                match (tags.get(f.index).copied().unwrap_or(Tag::Other), f.errno) {
+                match (tags.get(f.index), f.errno) {
                     (Tag::Chain, libc::EEXIST) => chain_exists = true,
                     (Tag::AddPort, libc::EEXIST) => port_taken = true,
                     (Tag::AddIndex, libc::EEXIST) => index_taken = true,
@@ -432,7 +412,7 @@ impl SpoofChk {
     /// Adds to `out` the index element of `owner` and the port and allowed
     /// elements it points to, each only if it names `owner`. Returns the
     /// other owner holding the slot (a hash collision), if any.
-    fn indexed(&mut self, owner: &str, out: &mut Vec<Located>) -> Result<Option<String>> {
+    fn indexed(&mut self, owner: &str, out: &mut Vec<SetElement>) -> Result<Option<String>> {
         let key = Element::ifname(&index_key(owner));
         let Some(ix) = self.get(OWNERS_SET, &key)? else {
             return Ok(None);
@@ -462,7 +442,7 @@ impl SpoofChk {
 
     /// Stale state of an earlier ADD of the same owner (its index slot is
     /// taken); an error if another owner holds the slot.
-    fn stale_of_owner(&mut self, owner: &str, out: &mut Vec<Located>) -> Result<()> {
+    fn stale_of_owner(&mut self, owner: &str, out: &mut Vec<SetElement>) -> Result<()> {
         match self.indexed(owner, out)? {
             None => Ok(()),
             Some(other) => Err(Error::Invalid(format!(
@@ -475,7 +455,7 @@ impl SpoofChk {
     /// Stale state on a reused host veth name: its port element, every
     /// allowed MAC of it (a dump, but only on this rare path, so that no
     /// old MAC can stay allowed), and the index entry of its old owner.
-    fn stale_of_port(&mut self, host_veth: &str, out: &mut Vec<Located>) -> Result<()> {
+    fn stale_of_port(&mut self, host_veth: &str, out: &mut Vec<SetElement>) -> Result<()> {
         let key = Element::ifname(host_veth);
         if let Some(p) = self.get(PORTS_SET, &key)? {
             if let Some(old) = p.comment.as_deref().filter(|c| parse_owner(c).is_some()) {
@@ -504,58 +484,34 @@ impl SpoofChk {
     }
 
     /// Every element of the three sets (empty if the table does not exist).
-    fn elements(&mut self) -> Result<Vec<Located>> {
-        let mut all = Vec::new();
-        for set in [PORTS_SET, ALLOWED_SET, OWNERS_SET] {
-            for element in
-                query::list_elements(&mut self.sock, FAMILY, TABLE, set)?.unwrap_or_default()
-            {
-                all.push(Located { set, element });
-            }
-        }
-        Ok(all)
-    }
-
-    /// Deletes `victims`, all of one owner in the same transaction, at most
-    /// [`MAX_BATCH`] elements per transaction (a netlink message must fit
-    /// the socket's send buffer: one transaction for a GC of thousands
-    /// fails with EMSGSIZE).
-    fn delete_elements(&mut self, mut victims: Vec<Located>) -> Result<()> {
-        let owner = |l: &Located| {
-            l.element
-                .comment
-                .as_deref()
-                .and_then(element_owner_str)
-                .map(str::to_string)
-        };
-        victims.sort_by_cached_key(owner);
-        let mut start = 0;
-        while start < victims.len() {
-            let mut end = (start + MAX_BATCH).min(victims.len());
-            while end < victims.len() && owner(&victims[end]) == owner(&victims[end - 1]) {
-                end += 1;
-            }
-            self.delete_batch(victims[start..end].to_vec())?;
-            start = end;
-        }
-        Ok(())
-    }
-
-    /// One transaction deleting `victims` (vanished ones are skipped).
-    fn delete_batch(&mut self, victims: Vec<Located>) -> Result<()> {
-        let pairs = victims.iter().map(|l| (l.set, &l.element)).collect();
-        crate::batch::delete_elements_tolerant(
+    fn elements(&mut self) -> Result<Vec<SetElement>> {
+        query::dump_elements(
             &mut self.sock,
             FAMILY,
             TABLE,
-            pairs,
-            MAX_ATTEMPTS,
+            &[PORTS_SET, ALLOWED_SET, OWNERS_SET],
+        )
+    }
+
+    /// Deletes `victims` (vanished ones are skipped), all of one owner in the same
+    /// transaction, in transactions of about [`batch::DELETE_CHUNK`] elements.
+    fn delete_elements(&mut self, mut victims: Vec<SetElement>) -> Result<()> {
+        fn owner(e: &Element) -> Option<&str> {
+            e.comment.as_deref().and_then(element_owner_str)
+        }
+        victims.sort_by_cached_key(|l| owner(&l.element).map(str::to_string));
+        batch::delete_elements(
+            &mut self.sock,
+            FAMILY,
+            TABLE,
+            victims,
+            Split::ChunksKeeping(&|a, b| owner(a) == owner(b)),
             "macspoofchk delete",
         )
     }
 }
 
-fn to_entry(l: &Located) -> Option<SpoofEntry> {
+fn to_entry(l: &SetElement) -> Option<SpoofEntry> {
     if l.set != ALLOWED_SET {
         return None;
     }
@@ -606,8 +562,8 @@ mod tests {
     fn entry_from_allowed_element_only() {
         let c = owner_comment("net", "c1", "eth0");
         let mac = [0x0a, 0x58, 0, 0, 0, 5];
-        let allowed = Located {
-            set: ALLOWED_SET,
+        let allowed = SetElement {
+            set: ALLOWED_SET.into(),
             element: Element::ifname_ether("veth1", mac).with_comment(c.clone()),
         };
         assert_eq!(
@@ -620,8 +576,8 @@ mod tests {
                 mac,
             })
         );
-        let port = Located {
-            set: PORTS_SET,
+        let port = SetElement {
+            set: PORTS_SET.into(),
             element: Element::ifname("veth1").with_comment(c),
         };
         assert_eq!(to_entry(&port), None);

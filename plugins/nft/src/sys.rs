@@ -157,6 +157,7 @@ pub const NFT_META_L4PROTO: u32 = 16;
 
 pub const NFT_PAYLOAD_LL_HEADER: u32 = 0;
 pub const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+pub const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 
 // hooks (NF_INET_*)
 pub const NF_INET_FORWARD: u32 = 2;

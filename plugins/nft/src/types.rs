@@ -178,6 +178,19 @@ pub struct SetSpec {
 }
 
 impl SetSpec {
+    /// A plain set (no map, no extra flags) of `key`.
+    pub fn new(family: Family, table: &str, name: &str, key: KeyType) -> Self {
+        SetSpec {
+            family,
+            table: table.into(),
+            name: name.into(),
+            key,
+            verdict_map: false,
+            data: None,
+            flags: 0,
+        }
+    }
+
     pub(crate) fn kernel_flags(&self) -> u32 {
         let mut f = self.flags;
         if self.verdict_map || self.data.is_some() {
@@ -195,6 +208,13 @@ pub struct Element {
     pub verdict: Option<Verdict>,
     pub data: Option<Vec<u8>>,
     pub comment: Option<String>,
+}
+
+/// An element together with the set holding it (dumps, deletions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetElement {
+    pub set: String,
+    pub element: Element,
 }
 
 impl Element {

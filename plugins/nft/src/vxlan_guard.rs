@@ -15,10 +15,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::batch::{Batch, Create};
 use crate::error::Result;
-use crate::expr::{CmpOp, Expr, MetaKey, Verdict};
+use crate::expr::{load_addr, load_dport, match_l4proto, CmpOp, Expr, Verdict};
 use crate::query;
 use crate::socket::NftSocket;
-use crate::sys::NFT_REG_1;
+use crate::sys::{NFT_PAYLOAD_TRANSPORT_HEADER, NFT_REG_1};
 use crate::types::*;
 
 pub const TABLE: &str = "cnm_vxlan";
@@ -35,29 +35,17 @@ fn rule_comment(vni: u32) -> String {
 /// The rule's expressions (see the module doc).
 pub fn guard_rule(vni: u32, port: u16) -> Vec<Expr> {
     let vni_be = vni.to_be_bytes();
-    vec![
-        Expr::Meta {
-            key: MetaKey::L4Proto,
-            dreg: NFT_REG_1,
-        },
-        Expr::Cmp {
-            sreg: NFT_REG_1,
-            op: CmpOp::Eq,
-            data: vec![17],
-        },
-        Expr::Payload {
-            base: 2,
-            offset: 2,
-            len: 2,
-            dreg: NFT_REG_1,
-        },
+    let mut e: Vec<Expr> = match_l4proto(libc::IPPROTO_UDP as u8).into();
+    e.extend([
+        load_dport(NFT_REG_1),
         Expr::Cmp {
             sreg: NFT_REG_1,
             op: CmpOp::Eq,
             data: port.to_be_bytes().to_vec(),
         },
+        // The VNI: 3 bytes at transport offset 12 (8 bytes of UDP header + 4 into VXLAN's).
         Expr::Payload {
-            base: 2,
+            base: NFT_PAYLOAD_TRANSPORT_HEADER,
             offset: 12,
             len: 3,
             dreg: NFT_REG_1,
@@ -67,12 +55,7 @@ pub fn guard_rule(vni: u32, port: u16) -> Vec<Expr> {
             op: CmpOp::Eq,
             data: vni_be[1..].to_vec(),
         },
-        Expr::Payload {
-            base: 1,
-            offset: 12,
-            len: 4,
-            dreg: NFT_REG_1,
-        },
+        load_addr(false, false, NFT_REG_1),
         Expr::Lookup {
             set: set_name(vni),
             sreg: NFT_REG_1,
@@ -81,7 +64,8 @@ pub fn guard_rule(vni: u32, port: u16) -> Vec<Expr> {
         },
         Expr::Counter,
         Expr::Immediate(Verdict::Drop),
-    ]
+    ]);
+    e
 }
 
 /// Makes the set of `vni` hold exactly `vteps` (creating table, chain, set and rule when
@@ -117,15 +101,7 @@ pub fn sync(vni: u32, port: u16, vteps: &[Ipv4Addr]) -> Result<(usize, usize)> {
         Create::IfMissing,
     );
     b.add_set(
-        &SetSpec {
-            family: Family::Ip,
-            table: TABLE.into(),
-            name: set.clone(),
-            key: KeyType::Ipv4Addr,
-            verdict_map: false,
-            data: None,
-            flags: 0,
-        },
+        &SetSpec::new(Family::Ip, TABLE, &set, KeyType::Ipv4Addr),
         Create::IfMissing,
     );
     let mut added = 0;

@@ -57,11 +57,7 @@ impl Plugin for Tuning {
                 }
             }
         }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(CniError::internal(errs.join("; ")))
-        }
+        cni_core::gc::outcome(errs)
     }
 
     fn status(&self, _req: &Request) -> Result<(), CniError> {

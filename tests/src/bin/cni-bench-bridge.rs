@@ -14,52 +14,43 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cni_tests::bench::{ms, percentile, Cli, Impls};
 use cni_tests::{run, unique, with_prev_result, Call, Netns, PluginDir, Reply, TempDir};
 use serde_json::{json, Value};
 
 struct Opts {
-    ours: PathBuf,
-    reference: PathBuf,
+    impls: Impls,
     iterations: usize,
     parallel: usize,
     jobs: usize,
     check_targets: bool,
 }
 
+const CLI: Cli = Cli {
+    prog: "cni-bench-bridge",
+    synopsis:
+        "[--ours DIR] [--reference DIR] [--iterations N] [--parallel N] [--jobs J] [--check-targets]",
+};
+
 fn opts() -> Opts {
     let mut o = Opts {
-        ours: cni_tests::bin_dir(),
-        reference: PathBuf::from(cni_tests::REFERENCE_DIR),
+        impls: Impls::default(),
         iterations: 100,
         parallel: 40,
         jobs: 16,
         check_targets: false,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = || {
-            args.next()
-                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
-        };
-        match a.as_str() {
-            "--ours" => o.ours = val().into(),
-            "--reference" => o.reference = val().into(),
-            "--iterations" => o.iterations = val().parse().unwrap_or_else(|_| usage("bad N")),
-            "--parallel" => o.parallel = val().parse().unwrap_or_else(|_| usage("bad N")),
-            "--jobs" => o.jobs = val().parse().unwrap_or_else(|_| usage("bad J")),
+    CLI.parse(|a, val| {
+        match a {
+            "--iterations" => o.iterations = CLI.num(val(), "N"),
+            "--parallel" => o.parallel = CLI.num(val(), "N"),
+            "--jobs" => o.jobs = CLI.num(val(), "J"),
             "--check-targets" => o.check_targets = true,
-            _ => usage(&format!("unknown argument {a}")),
+            _ => return o.impls.flag(a, val),
         }
-    }
+        true
+    });
     o
-}
-
-fn usage(msg: &str) -> ! {
-    eprintln!("cni-bench-bridge: {msg}");
-    eprintln!(
-        "usage: cni-bench-bridge [--ours DIR] [--reference DIR] [--iterations N] [--parallel N] [--jobs J] [--check-targets]"
-    );
-    std::process::exit(2)
 }
 
 /// One implementation's world: a host netns, a CNI_PATH with its bridge + host-local, and a
@@ -78,7 +69,7 @@ impl Bench {
         let ipam = dir.join("host-local");
         for p in [&bridge, &ipam] {
             if !p.exists() {
-                usage(&format!("{} not found", p.display()));
+                CLI.usage(&format!("{} not found", p.display()));
             }
         }
         let host = Netns::new("bbh");
@@ -108,14 +99,14 @@ impl Bench {
     }
 
     fn call(&self, cmd: &str, ns: &Netns, id: &str, conf: &Value) -> (Duration, Reply) {
-        let call = Call {
-            container_id: id,
-            netns: ns.path_str(),
-            ifname: "eth0",
-            cni_path: self.cni.path(),
-            host: Some(&self.host),
-            ..Call::new(&self.bridge, cmd)
-        };
+        let call = Call::in_host(
+            &self.bridge,
+            cmd,
+            &self.host,
+            self.cni.path(),
+            ns.path_str(),
+            id,
+        );
         let stdin = conf.to_string();
         let t = Instant::now();
         let r = run(&call, &stdin);
@@ -158,18 +149,6 @@ struct Figures {
     seq_failures: usize,
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn first_ip(r: &Value) -> Option<String> {
     r["ips"][0]["address"].as_str().map(str::to_string)
 }
@@ -190,7 +169,7 @@ fn measure(label: &str, dir: &Path, o: &Opts) -> Figures {
         })
         .collect();
     execs.sort_by(f64::total_cmp);
-    f.exec_p50 = pct(&execs, 0.5);
+    f.exec_p50 = percentile(&execs, 0.5);
 
     // Warm-up: creates the bridge, gateway address and masquerade tables once.
     let ns = Netns::new("bbc");
@@ -227,8 +206,8 @@ fn measure(label: &str, dir: &Path, o: &Opts) -> Figures {
     }
     adds.sort_by(f64::total_cmp);
     dels.sort_by(f64::total_cmp);
-    (f.add_p50, f.add_p95) = (pct(&adds, 0.5), pct(&adds, 0.95));
-    (f.del_p50, f.del_p95) = (pct(&dels, 0.5), pct(&dels, 0.95));
+    (f.add_p50, f.add_p95) = (percentile(&adds, 0.5), percentile(&adds, 0.95));
+    (f.del_p50, f.del_p95) = (percentile(&dels, 0.5), percentile(&dels, 0.95));
 
     // N ADDs, J at a time, each into its own (pre-created) container netns.
     let nss: Vec<Netns> = (0..o.parallel).map(|_| Netns::new("bbp")).collect();
@@ -277,8 +256,8 @@ fn measure(label: &str, dir: &Path, o: &Opts) -> Figures {
 
 fn main() {
     let o = opts();
-    let ours = measure("ours", &o.ours, &o);
-    let reference = measure("reference", &o.reference, &o);
+    let ours = measure("ours", &o.impls.ours, &o);
+    let reference = measure("reference", &o.impls.reference, &o);
 
     println!(
         "bridge + host-local + ipMasq, {} sequential ADD/DEL, {} ADDs {} in parallel (load average {})",

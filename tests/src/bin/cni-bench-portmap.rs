@@ -8,46 +8,38 @@
 //! `cargo build --release --workspace --bins`, as scripts/bench-portmap.sh does).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use cni_tests::bench::{ms, percentile, Cli, Impls};
 use cni_tests::{run, with_prev_result, Call, Netns, PluginDir, Reply, TempDir};
 use serde_json::{json, Value};
 
 struct Opts {
-    ours: PathBuf,
-    reference: PathBuf,
+    impls: Impls,
     iterations: usize,
     node_mappings: u16,
 }
 
+const CLI: Cli = Cli {
+    prog: "cni-bench-portmap",
+    synopsis: "[--ours DIR] [--reference DIR] [--iterations N] [--node-mappings N]",
+};
+
 fn opts() -> Opts {
     let mut o = Opts {
-        ours: cni_tests::bin_dir(),
-        reference: PathBuf::from(cni_tests::REFERENCE_DIR),
+        impls: Impls::default(),
         iterations: 50,
         node_mappings: 1000,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut val = || {
-            args.next()
-                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
-        };
-        match a.as_str() {
-            "--ours" => o.ours = val().into(),
-            "--reference" => o.reference = val().into(),
-            "--iterations" => o.iterations = val().parse().unwrap_or_else(|_| usage("bad N")),
-            "--node-mappings" => o.node_mappings = val().parse().unwrap_or_else(|_| usage("bad N")),
-            _ => usage(&format!("unknown argument {a}")),
+    CLI.parse(|a, val| {
+        match a {
+            "--iterations" => o.iterations = CLI.num(val(), "N"),
+            "--node-mappings" => o.node_mappings = CLI.num(val(), "N"),
+            _ => return o.impls.flag(a, val),
         }
-    }
+        true
+    });
     o
-}
-
-fn usage(msg: &str) -> ! {
-    eprintln!("cni-bench-portmap: {msg}");
-    eprintln!("usage: cni-bench-portmap [--ours DIR] [--reference DIR] [--iterations N] [--node-mappings N]");
-    std::process::exit(2)
 }
 
 /// One implementation's world: a host netns and a CNI_PATH with its bridge, host-local and
@@ -61,16 +53,9 @@ struct Bench {
     label: &'static str,
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn p50(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    percentile(&v, 0.5)
 }
 
 fn ports(from: u16, n: u16) -> Value {
@@ -83,7 +68,7 @@ impl Bench {
     fn new(label: &'static str, dir: &Path) -> Bench {
         for b in ["bridge", "host-local", "portmap"] {
             if !dir.join(b).exists() {
-                usage(&format!("{} not found", dir.join(b).display()));
+                CLI.usage(&format!("{} not found", dir.join(b).display()));
             }
         }
         let data = TempDir::new("bpdata");
@@ -109,14 +94,7 @@ impl Bench {
 
     fn call(&self, plugin: &str, cmd: &str, netns: &str, id: &str, conf: &Value) -> (f64, Reply) {
         let path = self.dir.join(plugin);
-        let call = Call {
-            container_id: id,
-            netns,
-            ifname: "eth0",
-            cni_path: self.cni.path(),
-            host: Some(&self.host),
-            ..Call::new(&path, cmd)
-        };
+        let call = Call::in_host(&path, cmd, &self.host, self.cni.path(), netns, id);
         let stdin = conf.to_string();
         let t = Instant::now();
         let r = run(&call, &stdin);
@@ -204,8 +182,8 @@ fn run_one(label: &'static str, dir: &Path, o: &Opts) -> ([f64; 4], [f64; 4]) {
 
 fn main() {
     let o = opts();
-    let (ours1, ours_n) = run_one("ours", &o.ours, &o);
-    let (ref1, ref_n) = run_one("reference", &o.reference, &o);
+    let (ours1, ours_n) = run_one("ours", &o.impls.ours, &o);
+    let (ref1, ref_n) = run_one("reference", &o.impls.reference, &o);
     println!(
         "bridge -> portmap (2 mappings per container), {} iterations, p50 in ms (load average {})",
         o.iterations,

@@ -13,8 +13,6 @@ pub mod version;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -224,17 +222,7 @@ impl Cni {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             if let Some(f) = &host {
-                let fd = f.as_raw_fd();
-                // SAFETY: runs in the forked child before exec and only calls setns(2), which
-                // is async-signal-safe; `fd` is inherited by the child until exec.
-                unsafe {
-                    cmd.pre_exec(move || {
-                        if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
+                crate::setns_before_exec(&mut cmd, f);
             }
             match cmd.spawn() {
                 Ok(mut child) => {
@@ -907,38 +895,46 @@ fn cni_reg_ok(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
 }
 
-/// `utils.ValidateContainerID`.
-pub fn validate_container_id(id: &str) -> Result<()> {
-    if id.is_empty() {
-        return Err(Error {
-            code: 3,
-            msg: "missing containerID".into(),
-        });
+/// `value` must be non-empty (else `missing`) and match cniReg (else `invalid`): the shape of
+/// Go's `ValidateContainerID` and `ValidateNetworkName`.
+fn validate_reg(value: &str, missing: Error, invalid: impl FnOnce() -> Error) -> Result<()> {
+    if value.is_empty() {
+        return Err(missing);
     }
-    if !cni_reg_ok(id) {
-        return Err(Error {
-            code: 4,
-            msg: format!("invalid characters in containerID; {id}"),
-        });
+    if !cni_reg_ok(value) {
+        return Err(invalid());
     }
     Ok(())
 }
 
+/// `utils.ValidateContainerID`.
+pub fn validate_container_id(id: &str) -> Result<()> {
+    validate_reg(
+        id,
+        Error {
+            code: 3,
+            msg: "missing containerID".into(),
+        },
+        || Error {
+            code: 4,
+            msg: format!("invalid characters in containerID; {id}"),
+        },
+    )
+}
+
 /// `utils.ValidateNetworkName`.
 pub fn validate_network_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error {
+    validate_reg(
+        name,
+        Error {
             code: 7,
             msg: "missing network name:".into(),
-        });
-    }
-    if !cni_reg_ok(name) {
-        return Err(Error {
+        },
+        || Error {
             code: 7,
             msg: format!("invalid characters found in network name; {name}"),
-        });
-    }
-    Ok(())
+        },
+    )
 }
 
 /// `utils.ValidateInterfaceName`.

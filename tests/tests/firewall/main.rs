@@ -189,14 +189,7 @@ fn open_policy_allows_traffic_through_forward_drop() {
 /// A firewall call in `host` without a fixture (CNI_PATH is required but unused).
 fn raw(host: &Netns, cmd: &str, id: &str, netns: &str, conf: &Value) -> Reply {
     let plugin = fw_bin();
-    let call = Call {
-        container_id: id,
-        netns,
-        ifname: "eth0",
-        cni_path: "/opt/cni/bin",
-        host: Some(host),
-        ..Call::new(&plugin, cmd)
-    };
+    let call = Call::in_host(&plugin, cmd, host, "/opt/cni/bin", netns, id);
     run(&call, &conf.to_string())
 }
 

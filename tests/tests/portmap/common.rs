@@ -155,14 +155,7 @@ impl Fx {
 
     pub fn call(&self, plugin: &str, cmd: &str, netns: &str, id: &str, conf: &Value) -> Reply {
         let path: PathBuf = bin(plugin);
-        let call = Call {
-            container_id: id,
-            netns,
-            ifname: "eth0",
-            cni_path: self.cni.path(),
-            host: Some(&self.host),
-            ..Call::new(&path, cmd)
-        };
+        let call = Call::in_host(&path, cmd, &self.host, self.cni.path(), netns, id);
         run(&call, &conf.to_string())
     }
 
