@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use cni_tests::libcni::{self, cri, Cni, GcArgs, GcAttachment, NetworkConfigList, RuntimeConf};
 use cni_tests::suite::{suite_plugin_dir, tcp_delivers};
@@ -376,8 +377,8 @@ fn exercise(file: &Path) {
         }
     }
     assert!(
-        !b.ns.link_names().contains("eth0"),
-        "{name}: eth0 of b survived GC"
+        b.ns.link_gone_within("eth0", Duration::from_secs(5)),
+        "{name}: eth0 of b survived GC (5 s after)"
     );
 
     // Nothing left: reservations, cache entries, veths, nftables/iptables state naming the IPs.
@@ -389,9 +390,14 @@ fn exercise(file: &Path) {
         cni.cached_attachments("").is_empty(),
         "{name}: cache entries left"
     );
+    // DEL deletes veths in a detached process: give the kernel a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !host_links(&host).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         host_links(&host).is_empty(),
-        "{name}: veths left: {:?}",
+        "{name}: veths left 5 s after DEL: {:?}",
         host_links(&host)
     );
     let rules = host.sh(&["nft", "list", "ruleset"]);
