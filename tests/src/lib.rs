@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod cluster;
 pub mod containerd;
+pub mod etcd_http;
+pub mod interrupt;
 pub mod libcni;
 pub mod suite;
 
@@ -446,4 +449,18 @@ impl Drop for Daemon {
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.wait();
     }
+}
+
+/// Runs `f` on a new thread inside the netns at `path` (sockets it creates stay in that
+/// netns after it returns).
+pub fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = File::open(path).unwrap_or_else(|e| panic!("open netns {path}: {e}"));
+    std::thread::spawn(move || {
+        // SAFETY: setns(2) on a valid open netns fd, affecting only this new thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread")
 }

@@ -1,25 +1,11 @@
 //! Cluster networks end to end: real etcd, real `cnm-agent` processes in netns "hosts", the
 //! `cluster` CNI plugin exec'd inside them. Needs root, etcd and etcdctl.
 
-mod harness;
-
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use harness::{wait_for, Cluster, NET, VNI};
-
-/// Runs `f` on a thread inside the netns at `path`.
-fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = std::fs::File::open(path).expect("open netns");
-    std::thread::spawn(move || {
-        // SAFETY: setns(2) on a valid open netns fd, affecting only this new thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
+use cni_tests::cluster::{wait_for, Cluster, NET, VNI};
+use cni_tests::in_netns;
 
 /// Sends one UDP datagram of `len` payload bytes with DF set; the send error, if any.
 fn send_df(from: &str, to: std::net::Ipv4Addr, len: usize) -> Result<(), std::io::Error> {

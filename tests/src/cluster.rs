@@ -1,12 +1,14 @@
 //! A throwaway multi-host cluster on one machine: an underlay netns with two bridges (VXLAN
 //! underlay and control plane), etcd on its own ports and temp data dir inside it, and N
-//! netns "hosts" each running a real `cnm-agent`. Everything is removed on drop.
+//! netns "hosts" each running a real `cnm-agent`. Everything is removed on drop. Shared by
+//! the cluster tests (`tests/tests/cluster`) and the cluster benchmark (`cni-bench-cluster`).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cni_tests::{bin, run, sh, Call, Daemon, Netns, PluginDir, Reply, TempDir};
+use crate::etcd_http::EtcdHttp;
+use crate::{bin, run, sh, Call, Daemon, Netns, PluginDir, Reply, TempDir};
 use serde_json::{json, Value};
 
 pub const NET: &str = "n1";
@@ -25,6 +27,8 @@ pub struct Etcd {
 
 pub struct Host {
     pub name: String,
+    /// Underlay (VTEP) address, 192.168.77.1<slot>.
+    pub ul_ip: String,
     pub ns: Netns,
     pub state: TempDir,
     pub run: TempDir,
@@ -42,11 +46,20 @@ pub struct Cluster {
     pub logs: TempDir,
     pub spec: String,
     pub vni: u32,
+    /// Agent timing flags (lease TTL, quarantine, resync) given to every agent.
+    pub timing: Vec<String>,
+    /// Slot of the next host (its addresses end in 1<slot>); never reused, so a peer's stale
+    /// underlay ARP entry can never point a new host's address at a removed one's MAC.
+    next_slot: usize,
 }
+
+/// Agent timing of the tests: short TTLs, so expiry and quarantine fit in a test.
+pub const TEST_TIMING: &[&str] = &["--block-ttl", "4", "--quarantine", "4", "--resync", "2"];
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let t0 = Instant::now();
     while !f() {
+        crate::interrupt::check();
         assert!(
             t0.elapsed() < timeout,
             "timed out after {timeout:?} waiting for {what}"
@@ -59,6 +72,11 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> D
 impl Cluster {
     /// `spec`: the agent's `--network` value; `extra`: more agent flags.
     pub fn new(n_hosts: usize, spec: &str, extra: &[&str]) -> Cluster {
+        Cluster::with_timing(n_hosts, spec, extra, TEST_TIMING)
+    }
+
+    /// Like `new`, with the agents' `--block-ttl/--quarantine/--resync` flags given.
+    pub fn with_timing(n_hosts: usize, spec: &str, extra: &[&str], timing: &[&str]) -> Cluster {
         let ul = Netns::new("mhul");
         ul.ip(&["link", "add", "ulbr", "type", "bridge"]);
         ul.ip(&["link", "set", "ulbr", "up"]);
@@ -87,32 +105,12 @@ impl Cluster {
                 .and_then(|v| v.split(',').next())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(VNI),
+            timing: timing.iter().map(|s| s.to_string()).collect(),
+            next_slot: 1,
         };
         c.start_etcd();
         for i in 1..=n_hosts {
-            let ns = Netns::new(&format!("mhh{i}x"));
-            for (br, dev, addr) in [
-                ("ulbr", "ul0", format!("192.168.77.1{i}/24")),
-                ("mgbr", "mg0", format!("192.168.78.1{i}/24")),
-            ] {
-                let peer = format!("{}{i}", &dev[..2]);
-                c.ul.ip(&[
-                    "link", "add", &peer, "type", "veth", "peer", "name", dev, "netns", &ns.name,
-                ]);
-                c.ul.ip(&["link", "set", &peer, "master", br, "up"]);
-                ns.ip(&["addr", "add", &addr, "dev", dev]);
-                ns.ip(&["link", "set", dev, "up"]);
-            }
-            let name = format!("h{i}");
-            c.hosts.push(Host {
-                log: c.logs.path().join(format!("{name}.log")),
-                name,
-                ns,
-                state: TempDir::new("mhstate"),
-                run: TempDir::new("mhrun"),
-                agent: None,
-                extra: extra.iter().map(|s| s.to_string()).collect(),
-            });
+            c.add_host(&format!("h{i}"), extra);
         }
         for i in 0..n_hosts {
             c.start_agent(i);
@@ -121,6 +119,52 @@ impl Cluster {
             c.wait_blocks(i);
         }
         c
+    }
+
+    /// A new host netns wired to both bridges (agent not started); its index in `hosts`.
+    pub fn add_host(&mut self, name: &str, extra: &[&str]) -> usize {
+        let i = self.next_slot;
+        assert!(
+            i < 100,
+            "at most 99 hosts per cluster (addresses 192.168.77.1<slot>)"
+        );
+        self.next_slot += 1;
+        let ns = Netns::new(&format!("mhh{i}x"));
+        for (br, dev, addr) in [
+            ("ulbr", "ul0", format!("192.168.77.1{i}/24")),
+            ("mgbr", "mg0", format!("192.168.78.1{i}/24")),
+        ] {
+            let peer = format!("{}{i}", &dev[..2]);
+            self.ul.ip(&[
+                "link", "add", &peer, "type", "veth", "peer", "name", dev, "netns", &ns.name,
+            ]);
+            self.ul.ip(&["link", "set", &peer, "master", br, "up"]);
+            ns.ip(&["addr", "add", &addr, "dev", dev]);
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+        self.hosts.push(Host {
+            log: self.logs.path().join(format!("{name}.log")),
+            name: name.to_string(),
+            ul_ip: format!("192.168.77.1{i}"),
+            ns,
+            state: TempDir::new("mhstate"),
+            run: TempDir::new("mhrun"),
+            agent: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        });
+        self.hosts.len() - 1
+    }
+
+    /// Stops host i's agent (SIGTERM: a clean leave when no container is attached) and
+    /// deletes its netns (with it its underlay veths).
+    pub fn remove_host(&mut self, i: usize) {
+        let mut h = self.hosts.remove(i);
+        h.agent = None;
+    }
+
+    /// A client of this cluster's etcd over its JSON gateway.
+    pub fn etcd_http(&self) -> EtcdHttp {
+        EtcdHttp::new(self.ul.path_str(), &format!("192.168.78.1:{ETCD_PORT}"))
     }
 
     pub fn start_etcd(&mut self) {
@@ -237,7 +281,7 @@ impl Cluster {
                 "ul0",
             ])
             .args(["--state-dir", h.state.str(), "--run-dir", h.run.str()])
-            .args(["--block-ttl", "4", "--quarantine", "4", "--resync", "2"])
+            .args(&self.timing)
             .args(["--network", &self.spec])
             .args(&h.extra)
             .stdout(Stdio::from(log.try_clone().expect("dup")))
