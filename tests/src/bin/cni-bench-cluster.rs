@@ -16,6 +16,7 @@
 //! Prints a table and writes the figures as JSON.
 //! Usage: cni-bench-cluster [--sim-hosts N] [--join-reps N] [--iterations N]
 //!                          [--iperf-seconds S] [--iperf-rounds N] [--json FILE]
+//!                          [--agent-arg FLAG]...   (extra cnm-agent flags, e.g. --no-guard)
 //! The binaries it runs (cnm-agent, cluster, bridge, host-local) are taken from the directory
 //! of this executable (scripts/bench-cluster.sh builds them in release mode).
 
@@ -51,6 +52,8 @@ struct Opts {
     iperf_secs: u32,
     iperf_rounds: usize,
     json: PathBuf,
+    /// Extra cnm-agent flags for every agent (e.g. --no-guard).
+    agent_args: Vec<String>,
 }
 
 fn opts() -> Opts {
@@ -61,6 +64,7 @@ fn opts() -> Opts {
         iperf_secs: 5,
         iperf_rounds: 2,
         json: PathBuf::from("bench-cluster.json"),
+        agent_args: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -76,6 +80,7 @@ fn opts() -> Opts {
             "--iperf-seconds" => o.iperf_secs = num(val()) as u32,
             "--iperf-rounds" => o.iperf_rounds = num(val()),
             "--json" => o.json = val().into(),
+            "--agent-arg" => o.agent_args.push(val()),
             _ => usage(&format!("unknown argument {a}")),
         }
     }
@@ -88,10 +93,16 @@ fn opts() -> Opts {
     o
 }
 
+impl Opts {
+    fn extra(&self) -> Vec<&str> {
+        self.agent_args.iter().map(String::as_str).collect()
+    }
+}
+
 fn usage(msg: &str) -> ! {
     eprintln!("cni-bench-cluster: {msg}");
     eprintln!(
-        "usage: cni-bench-cluster [--sim-hosts N] [--join-reps N] [--iterations N] [--iperf-seconds S] [--iperf-rounds N] [--json FILE]"
+        "usage: cni-bench-cluster [--sim-hosts N] [--join-reps N] [--iterations N] [--iperf-seconds S] [--iperf-rounds N] [--json FILE] [--agent-arg FLAG]..."
     );
     std::process::exit(2)
 }
@@ -213,9 +224,11 @@ struct Scale {
     entries: (usize, usize, usize),
     guard_vteps: usize,
     reconciles_add: usize,
+    cpu_add_s: f64,
     delete_s: f64,
     remove_s: f64,
     reconciles_del: usize,
+    cpu_del_s: f64,
     quarantined: usize,
 }
 
@@ -258,13 +271,29 @@ fn sim_hosts(n: usize, etcd: &mut cni_tests::etcd_http::EtcdHttp) -> Vec<SimHost
         .collect()
 }
 
+/// CPU seconds (user + system) host i's agent has used so far.
+fn agent_cpu(c: &mut Cluster, i: usize) -> f64 {
+    let pid = c.hosts[i].agent.as_mut().expect("agent").child.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" closing the command name: state is field 3, utime 14, stime 15.
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
 fn count_updates(c: &Cluster, i: usize) -> usize {
     c.agent_log(i).matches("data plane updated").count()
 }
 
 fn scale(o: &Opts) -> Scale {
     eprintln!("== scale: {} simulated hosts on one agent", o.sim_hosts);
-    let c = Cluster::with_timing(1, SPEC, &[], TIMING);
+    let mut c = Cluster::with_timing(1, SPEC, &o.extra(), TIMING);
     let mut etcd = c.etcd_http();
     let mut nl = HostNl::open(&c.hosts[0].ns);
     wait_for("vx link on h1", Duration::from_secs(10), || {
@@ -278,6 +307,7 @@ fn scale(o: &Opts) -> Scale {
         routes: sims.iter().map(|s| (s.block, 26, s.tunnel)).collect(),
     };
     let updates0 = count_updates(&c, 0);
+    let cpu0 = agent_cpu(&mut c, 0);
 
     let t0 = Instant::now();
     for s in &sims {
@@ -302,15 +332,18 @@ fn scale(o: &Opts) -> Scale {
         "3 entries per remote block"
     );
     // The VXLAN guard lists every simulated VTEP (the agent syncs it in the same reconcile).
+    // (No such set with --agent-arg --no-guard: 0.)
     let set = c.hosts[0]
         .ns
-        .sh(&["nft", "-j", "list", "set", "ip", "cnm_vxlan", "vteps_4097"]);
+        .exec(&["nft", "-j", "list", "set", "ip", "cnm_vxlan", "vteps_4097"]);
+    let set = String::from_utf8_lossy(&set.stdout);
     let guard_vteps = sims
         .iter()
         .filter(|s| set.contains(&format!("\"{}\"", s.vtep)))
         .count();
     std::thread::sleep(Duration::from_millis(200));
     let updates1 = count_updates(&c, 0);
+    let cpu1 = agent_cpu(&mut c, 0);
 
     let t0 = Instant::now();
     for s in &sims {
@@ -325,6 +358,7 @@ fn scale(o: &Opts) -> Scale {
     let remove = t0.elapsed();
     std::thread::sleep(Duration::from_millis(200));
     let updates2 = count_updates(&c, 0);
+    let cpu2 = agent_cpu(&mut c, 0);
     for s in &sims {
         etcd.revoke(s.lease);
     }
@@ -337,9 +371,11 @@ fn scale(o: &Opts) -> Scale {
         entries,
         guard_vteps,
         reconciles_add: updates1 - updates0,
+        cpu_add_s: cpu1 - cpu0,
         delete_s: delete.as_secs_f64(),
         remove_s: remove.as_secs_f64(),
         reconciles_del: updates2 - updates1,
+        cpu_del_s: cpu2 - cpu1,
         quarantined,
     }
 }
@@ -391,7 +427,7 @@ fn join(c: &mut Cluster, base: &[(usize, String)], o: &Opts) -> Join {
     eprintln!("== join convergence: {} repetitions", o.join_reps);
     let mut j = Join::default();
     for rep in 0..o.join_reps {
-        let i = c.add_host(&format!("j{rep}"), &[]);
+        let i = c.add_host(&format!("j{rep}"), &o.extra());
         let mut others: Vec<HostNl> = (0..i).map(|k| HostNl::open(&c.hosts[k].ns)).collect();
         let mut mine = HostNl::open(&c.hosts[i].ns);
         let t0 = Instant::now();
@@ -678,7 +714,7 @@ fn main() {
     let t_all = Instant::now();
     let sc = scale(&o);
 
-    let mut c = Cluster::with_timing(3, SPEC, &[], TIMING);
+    let mut c = Cluster::with_timing(3, SPEC, &o.extra(), TIMING);
     c.converge();
     let base: Vec<(usize, String)> = (0..3).map(|h| c.add_container(h)).collect();
     let jn = join(&mut c, &base, &o);
@@ -719,6 +755,10 @@ fn main() {
     );
     println!(
         "{:<58} {:>9.3} s",
+        "  agent CPU time while adding", sc.cpu_add_s
+    );
+    println!(
+        "{:<58} {:>9.3} s",
         "  keys deleted (sequential)", sc.delete_s
     );
     println!(
@@ -728,6 +768,10 @@ fn main() {
     println!(
         "{:<58} {:>12}",
         "  reconciles while removing", sc.reconciles_del
+    );
+    println!(
+        "{:<58} {:>9.3} s",
+        "  agent CPU time while removing", sc.cpu_del_s
     );
     println!(
         "{:<58} {:>12}",
@@ -794,9 +838,11 @@ fn main() {
             "entries": {"neigh": sc.entries.0, "fdb": sc.entries.1, "route": sc.entries.2},
             "guard_vteps": sc.guard_vteps,
             "reconciles_add": sc.reconciles_add,
+            "agent_cpu_add_s": sc.cpu_add_s,
             "delete_s": sc.delete_s,
             "remove_s": sc.remove_s,
             "reconciles_remove": sc.reconciles_del,
+            "agent_cpu_remove_s": sc.cpu_del_s,
             "quarantine_markers": sc.quarantined,
         },
         "join_ms": {
