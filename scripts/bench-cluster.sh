@@ -7,11 +7,13 @@
 #   - join convergence: a new host's first container reachable from every other host (p50/p90);
 #   - ADD/DEL latency of `cluster` against bridge + host-local with the same options (ratio);
 #   - iperf3 TCP throughput container to container over VXLAN against host to host (ratio).
-# Prints a table and writes the figures as JSON (default bench-cluster.json).
+# Prints a table and writes the figures as JSON (default target/bench-cluster.json; later
+# arguments override it).
 # Usage: scripts/bench-cluster.sh [--sim-hosts N] [--join-reps N] [--iterations N]
 #                                 [--iperf-seconds S] [--iperf-rounds N] [--json FILE]
 source "$(dirname "$0")/lib.sh"
 need_root
 install_system_packages
 bin_dir="$(build_release)"
-exec "$bin_dir/cni-bench-cluster" "$@"
+mkdir -p "$REPO_ROOT/target"
+exec "$bin_dir/cni-bench-cluster" --json "$REPO_ROOT/target/bench-cluster.json" "$@"

@@ -62,7 +62,7 @@ fn opts() -> Opts {
         join_reps: 7,
         iterations: 40,
         iperf_secs: 5,
-        iperf_rounds: 2,
+        iperf_rounds: 3,
         json: PathBuf::from("bench-cluster.json"),
         agent_args: Vec::new(),
     };
