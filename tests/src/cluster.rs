@@ -1,13 +1,15 @@
 //! A throwaway multi-host cluster on one machine: an underlay netns with two bridges (VXLAN
 //! underlay and control plane), etcd on its own ports and temp data dir inside it, and N
-//! netns "hosts" each running a real `cnm-agent`. Everything is removed on drop.
-//! Used by `tests/tests/cluster` (CNI) and `cnm-shim/tests/cluster.rs` (Docker on each host).
+//! netns "hosts" each running a real `cnm-agent`. Everything is removed on drop. Shared by
+//! the cluster tests (`tests/tests/cluster`, CNI), `cnm-shim/tests/cluster.rs` (Docker on each
+//! host) and the cluster benchmark (`cni-bench-cluster`).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::etcd_http::EtcdHttp;
 use crate::{bin, run, sh, Call, Daemon, Netns, PluginDir, Reply, TempDir};
 use serde_json::{json, Value};
 
@@ -27,6 +29,8 @@ pub struct Etcd {
 
 pub struct Host {
     pub name: String,
+    /// Underlay (VTEP) address, 192.168.77.1<slot>.
+    pub ul_ip: String,
     /// Shared with whatever else runs in the host (e.g. a dockerd world).
     pub ns: Arc<Netns>,
     pub state: TempDir,
@@ -45,13 +49,20 @@ pub struct Cluster {
     pub logs: TempDir,
     pub spec: String,
     pub vni: u32,
-    /// `--block-ttl` of the agents (quarantine stays 4 s).
-    pub ttl: u32,
+    /// Agent timing flags (lease TTL, quarantine, resync) given to every agent.
+    pub timing: Vec<String>,
+    /// Slot of the next host (its addresses end in 1<slot>); never reused, so a peer's stale
+    /// underlay ARP entry can never point a new host's address at a removed one's MAC.
+    next_slot: usize,
 }
+
+/// Agent timing of the tests: short TTLs, so expiry and quarantine fit in a test.
+pub const TEST_TIMING: &[&str] = &["--block-ttl", "4", "--quarantine", "4", "--resync", "2"];
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let t0 = Instant::now();
     while !f() {
+        crate::interrupt::check();
         assert!(
             t0.elapsed() < timeout,
             "timed out after {timeout:?} waiting for {what}"
@@ -65,11 +76,25 @@ impl Cluster {
     /// `spec`: the agent's `--network` value (empty: none, networks come through the agent's
     /// socket `<run>/agent.sock`); `extra`: more agent flags.
     pub fn new(n_hosts: usize, spec: &str, extra: &[&str]) -> Cluster {
-        Cluster::with_ttl(n_hosts, spec, extra, 4)
+        Cluster::with_timing(n_hosts, spec, extra, TEST_TIMING)
     }
 
-    /// As `new`, with agents on a block TTL of `ttl` seconds.
+    /// As `new`, with agents on a block TTL of `ttl` seconds (quarantine 4 s, resync 2 s).
     pub fn with_ttl(n_hosts: usize, spec: &str, extra: &[&str], ttl: u32) -> Cluster {
+        let ttl = ttl.to_string();
+        let timing = [
+            "--block-ttl",
+            ttl.as_str(),
+            "--quarantine",
+            "4",
+            "--resync",
+            "2",
+        ];
+        Cluster::with_timing(n_hosts, spec, extra, &timing)
+    }
+
+    /// Like `new`, with the agents' `--block-ttl/--quarantine/--resync` flags given.
+    pub fn with_timing(n_hosts: usize, spec: &str, extra: &[&str], timing: &[&str]) -> Cluster {
         let ul = Netns::new("mhul");
         ul.ip(&["link", "add", "ulbr", "type", "bridge"]);
         ul.ip(&["link", "set", "ulbr", "up"]);
@@ -98,11 +123,12 @@ impl Cluster {
                 .and_then(|v| v.split(',').next())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(VNI),
-            ttl,
+            timing: timing.iter().map(|s| s.to_string()).collect(),
+            next_slot: 1,
         };
         c.start_etcd();
-        for _ in 0..n_hosts {
-            c.add_host(extra);
+        for i in 1..=n_hosts {
+            c.add_host(&format!("h{i}"), extra);
         }
         for i in 0..n_hosts {
             c.start_agent(i);
@@ -115,43 +141,61 @@ impl Cluster {
         c
     }
 
-    /// Adds host `h<N>` (netns, underlay and control-plane ports) without starting its agent.
-    pub fn add_host(&mut self, extra: &[&str]) -> usize {
-        let c = self;
-        {
-            let i = c.hosts.len() + 1;
-            let ns = Arc::new(Netns::new(&format!("mhh{i}x")));
-            for (br, dev, addr) in [
-                ("ulbr", "ul0", format!("192.168.77.1{i}/24")),
-                ("mgbr", "mg0", format!("192.168.78.1{i}/24")),
-            ] {
-                let peer = format!("{}{i}", &dev[..2]);
-                c.ul.ip(&[
-                    "link", "add", &peer, "type", "veth", "peer", "name", dev, "netns", &ns.name,
-                ]);
-                c.ul.ip(&["link", "set", &peer, "master", br, "up"]);
-                ns.ip(&["addr", "add", &addr, "dev", dev]);
-                ns.ip(&["link", "set", dev, "up"]);
-            }
-            let name = format!("h{i}");
-            c.hosts.push(Host {
-                log: c.logs.path().join(format!("{name}.log")),
-                name,
-                ns,
-                state: TempDir::new("mhstate"),
-                run: TempDir::new("mhrun"),
-                agent: None,
-                extra: extra.iter().map(|s| s.to_string()).collect(),
-            });
-        }
-        c.hosts.len() - 1
-    }
-
     /// Cuts (or heals) host i's control plane only: its port on `mgbr` goes down (up).
     pub fn partition(&self, i: usize, cut: bool) {
-        let port = format!("mg{}", i + 1);
+        let slot = self.hosts[i]
+            .ul_ip
+            .strip_prefix("192.168.77.1")
+            .expect("underlay address of the harness");
+        let port = format!("mg{slot}");
         self.ul
             .ip(&["link", "set", &port, if cut { "down" } else { "up" }]);
+    }
+
+    /// A new host netns wired to both bridges (agent not started); its index in `hosts`.
+    pub fn add_host(&mut self, name: &str, extra: &[&str]) -> usize {
+        let i = self.next_slot;
+        assert!(
+            i < 100,
+            "at most 99 hosts per cluster (addresses 192.168.77.1<slot>)"
+        );
+        self.next_slot += 1;
+        let ns = Arc::new(Netns::new(&format!("mhh{i}x")));
+        for (br, dev, addr) in [
+            ("ulbr", "ul0", format!("192.168.77.1{i}/24")),
+            ("mgbr", "mg0", format!("192.168.78.1{i}/24")),
+        ] {
+            let peer = format!("{}{i}", &dev[..2]);
+            self.ul.ip(&[
+                "link", "add", &peer, "type", "veth", "peer", "name", dev, "netns", &ns.name,
+            ]);
+            self.ul.ip(&["link", "set", &peer, "master", br, "up"]);
+            ns.ip(&["addr", "add", &addr, "dev", dev]);
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+        self.hosts.push(Host {
+            log: self.logs.path().join(format!("{name}.log")),
+            name: name.to_string(),
+            ul_ip: format!("192.168.77.1{i}"),
+            ns,
+            state: TempDir::new("mhstate"),
+            run: TempDir::new("mhrun"),
+            agent: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        });
+        self.hosts.len() - 1
+    }
+
+    /// Stops host i's agent (SIGTERM: a clean leave when no container is attached) and
+    /// deletes its netns (with it its underlay veths).
+    pub fn remove_host(&mut self, i: usize) {
+        let mut h = self.hosts.remove(i);
+        h.agent = None;
+    }
+
+    /// A client of this cluster's etcd over its JSON gateway.
+    pub fn etcd_http(&self) -> EtcdHttp {
+        EtcdHttp::new(self.ul.path_str(), &format!("192.168.78.1:{ETCD_PORT}"))
     }
 
     pub fn start_etcd(&mut self) {
@@ -268,8 +312,7 @@ impl Cluster {
                 "ul0",
             ])
             .args(["--state-dir", h.state.str(), "--run-dir", h.run.str()])
-            .args(["--block-ttl", &self.ttl.to_string()])
-            .args(["--quarantine", "4", "--resync", "2"])
+            .args(&self.timing)
             .args(
                 Some(["--network", &self.spec])
                     .filter(|_| !self.spec.is_empty())

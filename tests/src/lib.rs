@@ -16,6 +16,8 @@ use serde_json::Value;
 pub mod bench;
 pub mod cluster;
 pub mod containerd;
+pub mod etcd_http;
+pub mod interrupt;
 pub mod libcni;
 pub mod suite;
 
@@ -492,9 +494,10 @@ impl Drop for Daemon {
     }
 }
 
-/// Runs `f` on a thread inside the netns at `path`.
+/// Runs `f` on a new thread inside the netns at `path` (sockets it creates stay in that
+/// netns after it returns).
 pub fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = std::fs::File::open(path).expect("open netns");
+    let file = File::open(path).unwrap_or_else(|e| panic!("open netns {path}: {e}"));
     std::thread::spawn(move || {
         // SAFETY: setns(2) on a valid open netns fd, affecting only this new thread.
         let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };

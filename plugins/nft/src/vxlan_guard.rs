@@ -73,37 +73,48 @@ pub fn guard_rule(vni: u32, port: u16) -> Vec<Expr> {
 pub fn sync(vni: u32, port: u16, vteps: &[Ipv4Addr]) -> Result<(usize, usize)> {
     let mut sock = NftSocket::new()?;
     let set = set_name(vni);
-    let have: BTreeSet<Vec<u8>> = query::list_elements(&mut sock, Family::Ip, TABLE, &set)?
+    let elems = query::list_elements(&mut sock, Family::Ip, TABLE, &set)?;
+    let set_there = elems.is_some();
+    let have: BTreeSet<Vec<u8>> = elems
         .unwrap_or_default()
         .into_iter()
         .map(|e| e.key)
         .collect();
-    let rule_there = query::list_rules(&mut sock, Family::Ip, TABLE, CHAIN)?
+    let rules = query::list_rules(&mut sock, Family::Ip, TABLE, CHAIN)?;
+    let chain_there = rules.is_some();
+    let rule_there = rules
         .unwrap_or_default()
         .iter()
         .any(|r| r.comment.as_deref() == Some(rule_comment(vni).as_str()));
     let want: BTreeSet<Vec<u8>> = vteps.iter().map(|v| v.octets().to_vec()).collect();
     let mut b = Batch::new();
-    b.add_table(Family::Ip, TABLE, Create::IfMissing);
-    b.add_chain(
-        &ChainSpec {
-            family: Family::Ip,
-            table: TABLE.into(),
-            name: CHAIN.into(),
-            base: Some(BaseChain {
-                hook: Hook::Input,
-                priority: 0,
-                chain_type: ChainType::Filter,
-                policy: None,
-            }),
-            comment: None,
-        },
-        Create::IfMissing,
-    );
-    b.add_set(
-        &SetSpec::new(Family::Ip, TABLE, &set, KeyType::Ipv4Addr),
-        Create::IfMissing,
-    );
+    // Only what is missing: re-declaring the existing base chain in a batch makes the kernel
+    // commit wait ~15 ms (measured), paid on every peer change otherwise.
+    if !chain_there {
+        b.add_table(Family::Ip, TABLE, Create::IfMissing);
+        b.add_chain(
+            &ChainSpec {
+                family: Family::Ip,
+                table: TABLE.into(),
+                name: CHAIN.into(),
+                base: Some(BaseChain {
+                    hook: Hook::Input,
+                    priority: 0,
+                    chain_type: ChainType::Filter,
+                    policy: None,
+                }),
+                comment: None,
+            },
+            Create::IfMissing,
+        );
+    }
+    if !set_there {
+        b.add_table(Family::Ip, TABLE, Create::IfMissing);
+        b.add_set(
+            &SetSpec::new(Family::Ip, TABLE, &set, KeyType::Ipv4Addr),
+            Create::IfMissing,
+        );
+    }
     let mut added = 0;
     for k in want.difference(&have) {
         let ip = Ipv4Addr::new(k[0], k[1], k[2], k[3]);

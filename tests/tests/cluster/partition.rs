@@ -216,7 +216,7 @@ fn partition_conflict_is_reported_not_double_owned() {
         !c.keys().contains(&rkey)
     });
     // h3 joins, preferring h2's old block (as if it had held it before).
-    let h = c.add_host(&["--metrics-listen", &m]);
+    let h = c.add_host("h3", &["--metrics-listen", &m]);
     let st = serde_json::json!({"lease": null, "tunnel_ip": null, "blocks": [block]});
     let p = c.hosts[h].state.path().join(NET).join("state.json");
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
