@@ -129,9 +129,9 @@ echo
 echo "== 3. the port qs-docker publishes (-p 18080:8080) answers from the host"
 hostip=$(ip -o -4 addr show scope global | awk '$2 !~ /^(cnirs|cnm|docker|br-|veth)/ {sub("/.*", "", $4); print $4; exit}')
 for target in 127.0.0.1 ${hostip:+"$hostip"}; do
-    echo ">> busybox wget http://$target:18080/"
-    wait_for 25 busybox wget -q -T 2 -O - "http://$target:18080/"
-    busybox wget -q -T 2 -O - "http://$target:18080/"
+    echo ">> curl http://$target:18080/"
+    wait_for 25 curl -sf -m 2 "http://$target:18080/"
+    curl -sf -m 2 "http://$target:18080/"
 done
 
 echo
