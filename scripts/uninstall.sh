@@ -7,7 +7,9 @@
 #   - the bridges named by our network configs, the nftables tables `inet cni_rs`,
 #     `bridge cni_rs` and every `cni_rs_*` / `cnm_*` table,
 #   - the host-local stores of our networks (and our index files beside them),
-#   - tuning's saved state (TUNING_DIR) and cnm-shim's state dir (CNM_STATE_DIR).
+#   - tuning's saved state (TUNING_DIR) and cnm-shim's state dir (CNM_STATE_DIR),
+#   - for the installed cnm-shim (SHIM_DIR=/usr/local/bin): the Docker networks of its driver
+#     (`cnm`, removed while dockerd still runs) and the running cnm-shim processes.
 # Usage: uninstall.sh [--yes]   (without --yes it asks; without a terminal it refuses)
 # Every location can be overridden by the environment variable named above (tests do).
 source "$(dirname "$0")/lib.sh"
@@ -83,6 +85,18 @@ fi
 for d in "$TUNING_DIR" "$CNM_STATE_DIR" "$CNI_RS_STATE_DIR"; do
     [ -e "$d" ] && add_unique dirs "$d"
 done
+# The installed shim's Docker networks and processes (not for a test's private SHIM_DIR).
+dnets=() shims=()
+if [ "$SHIM_DIR" = /usr/local/bin ]; then
+    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+        while read -r n; do [ -n "$n" ] && dnets+=("$n"); done \
+            < <(docker network ls --filter driver=cnm --format '{{.Name}}' 2>/dev/null)
+    fi
+    for pid in $(pgrep -x cnm-shim 2>/dev/null); do
+        exe="$(readlink "/proc/$pid/exe" 2>/dev/null)"
+        [ "${exe% (deleted)}" = "$SHIM_DIR/cnm-shim" ] && shims+=("$pid")
+    done
+fi
 
 echo "scripts/uninstall.sh will remove:"
 show() { local label="$1"; shift; [ "$#" -gt 0 ] && printf '  %s:\n' "$label" && printf '    %s\n' "$@"; return 0; }
@@ -92,7 +106,9 @@ show "systemd units (stopped and disabled first)" "${units[@]}"
 show "bridges" "${existing_bridges[@]}"
 show "nftables tables" "${tables[@]}"
 show "state" "${dirs[@]}"
-total=$(( ${#files[@]} + ${#confs[@]} + ${#units[@]} + ${#existing_bridges[@]} + ${#tables[@]} + ${#dirs[@]} ))
+show "Docker networks of driver cnm" "${dnets[@]}"
+show "running cnm-shim processes (pid)" "${shims[@]}"
+total=$(( ${#files[@]} + ${#confs[@]} + ${#units[@]} + ${#existing_bridges[@]} + ${#tables[@]} + ${#dirs[@]} + ${#dnets[@]} + ${#shims[@]} ))
 if [ "$total" = 0 ]; then
     echo "  nothing: the suite is not installed"
     exit 0
@@ -106,9 +122,16 @@ if [ "$yes" != 1 ]; then
     case "$answer" in y | Y | yes) ;; *) echo "nothing removed"; exit 1 ;; esac
 fi
 
+# Docker networks first, while the shim still serves their DeleteNetwork.
+for n in "${dnets[@]}"; do
+    if docker network rm "$n" >/dev/null; then echo "removed Docker network $n"; else
+        echo "warning: Docker network $n not removed (containers still attached? docker network inspect $n)" >&2
+    fi
+done
 if [ "${#units[@]}" -gt 0 ] && command -v systemctl >/dev/null && [ "$SYSTEMD_DIR" = /etc/systemd/system ]; then
     systemctl disable --now cnm-shim.socket cnm-shim.service >/dev/null 2>&1 || true
 fi
+for pid in "${shims[@]}"; do kill "$pid" 2>/dev/null && echo "stopped cnm-shim (pid $pid)"; done
 for f in "${files[@]}" "${confs[@]}" "${units[@]}"; do rm -f -- "$f" && echo "removed $f"; done
 if [ "${#units[@]}" -gt 0 ] && command -v systemctl >/dev/null && [ "$SYSTEMD_DIR" = /etc/systemd/system ]; then
     systemctl daemon-reload || true
