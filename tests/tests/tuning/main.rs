@@ -220,6 +220,8 @@ fn allowlist_restricts_sysctls() {
     );
     c.call_with(&wrapper, "ADD", &allowed, "").expect_ok();
     assert_eq!(c.sysctl("net/core/somaxconn"), "999");
+    // A new netns inherits the host's ip_forward (devconf_inherit_init_net=0): start from 0.
+    c.ns.sh(&["sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"]);
     let refused = c.conf("1.0.0", json!({"sysctl": {"net.ipv4.ip_forward": "1"}}));
     let (code, msg) = c.call_with(&wrapper, "ADD", &refused, "").err();
     assert_eq!(code, 7);
