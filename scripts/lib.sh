@@ -6,7 +6,7 @@ export REPO_ROOT
 
 # System packages the project needs on a fresh Debian machine (tests, reference peer, e2e).
 SYSTEM_PACKAGES=(containernetworking-plugins nftables iptables iproute2 busybox-static jq
-                 docker.io containerd procps util-linux systemd curl
+                 docker.io containerd procps util-linux systemd curl openssl
                  etcd-server etcd-client protobuf-compiler libprotobuf-dev iperf3)
 
 # Every CNI plugin binary of the suite (installed by install.sh into /opt/cni/bin).
