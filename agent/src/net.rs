@@ -407,18 +407,8 @@ impl Net {
         }
         for (b, rev) in ours {
             let key = keys::block(&self.name, &b);
-            let txn = Txn::new()
-                .when(vec![Compare::mod_revision(
-                    key.as_str(),
-                    CompareOp::Equal,
-                    rev,
-                )])
-                .and_then(vec![TxnOp::put(
-                    key.as_str(),
-                    serde_json::to_vec(&val).unwrap_or_default(),
-                    Some(PutOptions::new().with_lease(lease)),
-                )]);
-            match self.etcd.txn(txn, &key).await {
+            let value = serde_json::to_vec(&val).unwrap_or_default();
+            match self.etcd.put_if_rev(&key, rev, value, lease).await {
                 Ok(true) => {
                     info!(network = %self.name, block = %b, "adopted block");
                     self.mine.insert(b, rev);
@@ -700,18 +690,8 @@ impl Net {
             .collect();
         for (b, rev) in stale {
             let key = keys::block(&self.name, &b);
-            let txn = Txn::new()
-                .when(vec![Compare::mod_revision(
-                    key.as_str(),
-                    CompareOp::Equal,
-                    rev,
-                )])
-                .and_then(vec![TxnOp::put(
-                    key.as_str(),
-                    serde_json::to_vec(&want).unwrap_or_default(),
-                    Some(PutOptions::new().with_lease(lease)),
-                )]);
-            if let Err(e) = self.etcd.txn(txn, &key).await {
+            let value = serde_json::to_vec(&want).unwrap_or_default();
+            if let Err(e) = self.etcd.put_if_rev(&key, rev, value, lease).await {
                 self.etcd_failed("update block", &e);
             }
         }
@@ -1053,14 +1033,7 @@ impl Net {
         let mine: Vec<(Ipv4Network, i64)> = self.mine.iter().map(|(b, r)| (*b, *r)).collect();
         for (b, rev) in mine {
             let key = keys::block(&self.name, &b);
-            let txn = Txn::new()
-                .when(vec![Compare::mod_revision(
-                    key.as_str(),
-                    CompareOp::Equal,
-                    rev,
-                )])
-                .and_then(vec![TxnOp::delete(key.as_str(), None)]);
-            match self.etcd.txn(txn, &key).await {
+            match self.etcd.delete_if_rev(&key, rev).await {
                 Ok(true) => info!(network = %self.name, block = %b, "released block"),
                 Ok(false) => {
                     warn!(network = %self.name, block = %b, "block changed under us; not deleting it")

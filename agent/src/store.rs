@@ -134,6 +134,33 @@ impl Etcd {
             .succeeded())
     }
 
+    /// Puts `value` under `lease` only if `key` is still at `rev` (every update is guarded by
+    /// revision: no blind writes, no ABA). False when the key changed meanwhile.
+    pub async fn put_if_rev(
+        &self,
+        key: &str,
+        rev: i64,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<bool> {
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(key, CompareOp::Equal, rev)])
+            .and_then(vec![TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        self.txn(txn, key).await
+    }
+
+    /// Deletes `key` only if it is still at `rev`. False when it changed meanwhile.
+    pub async fn delete_if_rev(&self, key: &str, rev: i64) -> Result<bool> {
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(key, CompareOp::Equal, rev)])
+            .and_then(vec![TxnOp::delete(key, None)]);
+        self.txn(txn, key).await
+    }
+
     pub async fn grant(&self, ttl: i64) -> Result<i64> {
         let mut c = self.client.clone();
         Ok(

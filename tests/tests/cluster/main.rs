@@ -209,8 +209,13 @@ fn parallel_adds_with_kills_no_duplicates_no_leaks() {
     for h in &c.hosts {
         let left = cni_tests::host_local_reservations(&h.run.path().join(NET).join("ipam"), NET);
         assert!(left.is_empty(), "{}: {left:?}", h.name);
-        let br_ports = h.ns.ip(&["link", "show", "master", &format!("cnm-{VNI}")]);
-        assert!(br_ports.trim().is_empty(), "{br_ports}");
+        // DEL deletes the veth in a detached process: the port goes shortly after.
+        let br = format!("cnm-{VNI}");
+        wait_for(
+            &format!("{}: no port left on {br}", h.name),
+            Duration::from_secs(5),
+            || h.ns.ip(&["link", "show", "master", &br]).trim().is_empty(),
+        );
     }
 }
 
