@@ -336,6 +336,19 @@ pub fn finish_add(bridge: &str, net: &LocalNetwork) -> Result<(), CniError> {
         .map_err(|e| CniError::internal(format!("accept forwarding from {vx}: {e}")))
 }
 
+/// The bridge request for DEL and GC: they must work whatever the agent published (nothing,
+/// or blocks lost since), so the blocks are taken as found, possibly none.
+fn best_effort_delegate(req: &Request) -> Result<Request, CniError> {
+    let c = load(req)?;
+    let p = published_opt(&c);
+    let blocks = p
+        .as_ref()
+        .map(|(_, b)| b.blocks.clone())
+        .unwrap_or_default();
+    let d = delegate_conf(req, &c, p.as_ref().map(|(n, _)| n), &blocks)?;
+    Ok(delegate_req(req, d))
+}
+
 impl Plugin for Cluster {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
         let c = load(req)?;
@@ -357,14 +370,7 @@ impl Plugin for Cluster {
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        let c = load(req)?;
-        let p = published_opt(&c);
-        let blocks = p
-            .as_ref()
-            .map(|(_, b)| b.blocks.clone())
-            .unwrap_or_default();
-        let d = delegate_conf(req, &c, p.as_ref().map(|(n, _)| n), &blocks)?;
-        cni_bridge::plugin::Bridge.del(&delegate_req(req, d))
+        cni_bridge::plugin::Bridge.del(&best_effort_delegate(req)?)
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
@@ -385,14 +391,7 @@ impl Plugin for Cluster {
     }
 
     fn gc(&self, req: &Request) -> Result<(), CniError> {
-        let c = load(req)?;
-        let p = published_opt(&c);
-        let blocks = p
-            .as_ref()
-            .map(|(_, b)| b.blocks.clone())
-            .unwrap_or_default();
-        let d = delegate_conf(req, &c, p.as_ref().map(|(n, _)| n), &blocks)?;
-        cni_bridge::plugin::Bridge.gc(&delegate_req(req, d))
+        cni_bridge::plugin::Bridge.gc(&best_effort_delegate(req)?)
     }
 
     /// 50 when the host cannot serve an ADD (nothing published, or no room and etcd down);
