@@ -39,11 +39,14 @@ pub fn tcp_delivers(
     let mut srv = Command::new("ip")
         .args(["netns", "exec", &server.name, "busybox", "nc", "-l", "-p"])
         .arg(listen_port.to_string())
-        .stdin(Stdio::null())
+        // A stdin that stays open: busybox nc exits on stdin EOF, which with /dev/null could
+        // happen between accept and the client's data arriving (a flake seen in CI).
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn nc -l");
+    let _keep_open = srv.stdin.take();
     // Wait until it listens (ss inside the server's netns).
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
