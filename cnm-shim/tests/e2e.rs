@@ -129,9 +129,7 @@ fn create_net(w: &World, name: &str, extra: &[&str]) {
 
 #[test]
 fn lifecycle_connectivity_and_cleanup() {
-    if !common::can_run() {
-        return;
-    }
+    common::require();
     let w = World::new("l");
     create_net(&w, "n1", &["--subnet", "10.213.1.0/24"]);
     create_net(&w, "n2", &["--subnet", "10.213.2.0/24"]);
@@ -271,13 +269,7 @@ fn wget(ns: &cni_tests::Netns, url: &str) -> Option<String> {
 
 #[test]
 fn publish_ipv6_options_internal() {
-    if !common::can_run() {
-        return;
-    }
-    if !common::have("curl") {
-        eprintln!("skipping: curl is not installed");
-        return;
-    }
+    common::require();
     let w = World::new("p");
     let out = outside(&w);
     create_net(
@@ -586,9 +578,7 @@ fn check_consistent(w: &World, what: &str) {
 
 #[test]
 fn restarts_and_crashes() {
-    if !common::can_run() {
-        return;
-    }
+    common::require();
     let mut w = World::new("r");
     create_net(&w, "n1", &["--subnet", "10.213.5.0/24"]);
     run_sleeper(&w, "c1", "n1", &[]);
@@ -717,9 +707,7 @@ fn wait_running(w: &World, c: &str) {
 
 #[test]
 fn twenty_parallel_runs() {
-    if !common::can_run() {
-        return;
-    }
+    common::require();
     let w = World::new("x");
     create_net(&w, "np", &["--subnet", "10.213.6.0/24"]);
     let runs: Vec<_> = (0..20)
@@ -775,13 +763,11 @@ fn twenty_parallel_runs() {
 /// the socket exists before the shim runs, dockerd's first call starts it.
 #[test]
 fn socket_activation() {
-    if !common::can_run() {
-        return;
-    }
-    if !std::path::Path::new("/usr/bin/systemd-socket-activate").exists() {
-        eprintln!("skipping: systemd-socket-activate is not installed");
-        return;
-    }
+    common::require();
+    assert!(
+        std::path::Path::new("/usr/bin/systemd-socket-activate").exists(),
+        "systemd-socket-activate is not installed: apt-get install systemd (scripts/test.sh does)"
+    );
     let mut w = World::without_shim("a");
     w.start_shim_activated();
     create_net(&w, "na", &["--subnet", "10.213.7.0/24"]);

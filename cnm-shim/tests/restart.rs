@@ -57,9 +57,7 @@ fn outcome(w: &World, what: &str, o: &std::process::Output) -> bool {
 
 #[test]
 fn shim_killed_between_and_during_operations() {
-    if !common::can_run() {
-        return;
-    }
+    common::require();
     let mut w = World::new("k");
     create_net(&w, "kn", "10.213.211.0/24");
     run_sleeper(&w, "c0", "kn");
@@ -192,9 +190,7 @@ fn shim_killed_between_and_during_operations() {
 
 #[test]
 fn dockerd_restarts_with_running_containers() {
-    if !common::can_run() {
-        return;
-    }
+    common::require();
     let mut w = World::new("d");
     w.stop_dockerd();
     w.start_dockerd_with(&["--live-restore"]);
@@ -274,9 +270,7 @@ fn dockerd_restarts_with_running_containers() {
 /// Several kills while parallel runs, then parallel removals, are in flight.
 #[test]
 fn shim_killed_repeatedly_under_parallel_load() {
-    if !common::can_run() {
-        return;
-    }
+    common::require();
     let mut w = World::new("s");
     create_net(&w, "sn", "10.213.214.0/24");
     run_sleeper(&w, "s0", "sn");

@@ -12,9 +12,7 @@ use common::World;
 /// behind goes at the latest with the network.
 #[test]
 fn shim_down_longer_than_docker_retries() {
-    if !common::can_run() {
-        return;
-    }
+    common::require();
     let mut w = World::new("o");
     create_net(&w, "on", "10.213.219.0/24");
     run_sleeper(&w, "o1", "on");

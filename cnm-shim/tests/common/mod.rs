@@ -29,13 +29,14 @@ pub fn have(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// False (and a message) when the machine cannot run the end-to-end tests.
-pub fn can_run() -> bool {
+/// Fails the test, naming the fix, when the machine cannot run the end-to-end tests: a missing
+/// dependency is a failure (CI installs them all), never a silent pass.
+pub fn require() {
     // SAFETY: geteuid(2) takes no arguments and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: the end-to-end tests need root");
-        return false;
-    }
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "the end-to-end tests need root"
+    );
     for b in [
         "dockerd",
         "containerd",
@@ -44,12 +45,11 @@ pub fn can_run() -> bool {
         "busybox",
         "curl",
     ] {
-        if !have(b) {
-            eprintln!("skipping: {b} is not installed (scripts/test.sh installs docker.io)");
-            return false;
-        }
+        assert!(
+            have(b),
+            "{b} is not installed: run scripts/test.sh (it installs docker.io, containerd, busybox-static, curl)"
+        );
     }
-    true
 }
 
 /// Debian's docker.io CLI (matches the 20.10 daemon: a newer CLI refuses e.g. `--mac-address`
