@@ -109,14 +109,9 @@ fn eventually(f: impl Fn() -> bool) {
     eventually_for(3, f)
 }
 
-/// Polls `f` for up to `secs` seconds, until it holds.
+/// Polls `f` for up to `secs` seconds, until it holds (the caller asserts afterwards).
 fn eventually_for(secs: u64, f: impl Fn() -> bool) {
-    for _ in 0..secs * 10 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    cni_tests::poll_until(std::time::Duration::from_secs(secs), f);
 }
 
 fn create_net(w: &World, name: &str, extra: &[&str]) {

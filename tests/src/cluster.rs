@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::etcd_http::EtcdHttp;
 use crate::{bin, run, sh, Call, Daemon, Netns, PluginDir, Reply, TempDir};
@@ -60,16 +60,11 @@ pub struct Cluster {
 pub const TEST_TIMING: &[&str] = &["--block-ttl", "4", "--quarantine", "4", "--resync", "2"];
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
+    // A Ctrl-C during a long wait still tears the cluster down (see `interrupt`).
+    test_support::wait_for(what, timeout, || {
         crate::interrupt::check();
-        assert!(
-            t0.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    t0.elapsed()
+        f()
+    })
 }
 
 impl Cluster {

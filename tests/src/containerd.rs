@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{unique, Netns, TempDir};
+use crate::{unique, wait_for, Netns, TempDir};
 
 /// The image every container runs (built offline by `scripts/busybox-image.sh`).
 pub const IMAGE: &str = "cnitest/busybox:latest";
@@ -34,17 +34,6 @@ pub struct Containerd {
     daemon: Option<Child>,
     runs: BTreeMap<String, Child>,
     image: Option<String>,
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 impl Containerd {

@@ -8,8 +8,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -20,6 +19,10 @@ pub mod etcd_http;
 pub mod interrupt;
 pub mod libcni;
 pub mod suite;
+
+pub use test_support::{
+    have, in_netns, poll_until, require, require_root, sh, unique, wait_for, Daemon, Netns, TempDir,
+};
 
 /// The directory holding the built binaries (`target/<profile>`), derived from the running
 /// test executable (`target/<profile>/deps/<test>`), or `CNI_TEST_BIN_DIR`.
@@ -48,120 +51,6 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Debian's reference plugins (package containernetworking-plugins).
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A unique short name: `<prefix><pid mod 1e5><counter>`, so parallel tests and test binaries
-/// never collide, and interface names built from it stay within 15 characters.
-pub fn unique(prefix: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{}{n}", std::process::id() % 100_000)
-}
-
-/// A named network namespace (`ip netns add`), deleted on drop.
-pub struct Netns {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-impl Netns {
-    pub fn new(prefix: &str) -> Netns {
-        Netns::named(&unique(prefix))
-    }
-
-    /// A netns of exactly this name (e.g. CRI's `cni-<uuid>`).
-    pub fn named(name: &str) -> Netns {
-        let name = name.to_string();
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns {
-            path: PathBuf::from(format!("/run/netns/{name}")),
-            name,
-        };
-        // Loopback up so local tools behave; the plugins never rely on it.
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    pub fn path_str(&self) -> &str {
-        self.path.to_str().expect("utf-8 path")
-    }
-
-    /// `ip -n <ns> ARGS...`, panicking with stderr on failure.
-    pub fn ip(&self, args: &[&str]) -> String {
-        let mut v = vec!["ip", "-n", &self.name];
-        v.extend_from_slice(args);
-        sh(&v)
-    }
-
-    /// `ip -j -n <ns> ARGS...` parsed as JSON.
-    pub fn ip_json(&self, args: &[&str]) -> Value {
-        let mut v = vec!["ip", "-j", "-n", &self.name];
-        v.extend_from_slice(args);
-        serde_json::from_str(&sh(&v)).unwrap_or(Value::Null)
-    }
-
-    /// Runs any command inside the netns; returns the raw output (does not panic).
-    pub fn exec(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .expect("spawn ip netns exec")
-    }
-
-    /// `busybox ping` from this netns; true when a reply came back.
-    pub fn ping(&self, addr: &str) -> bool {
-        self.exec(&["busybox", "ping", "-c", "1", "-W", "1", addr])
-            .status
-            .success()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// Runs a command, panicking with its stderr when it fails; returns stdout.
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> TempDir {
-        let p = std::env::temp_dir().join(unique(prefix));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-    pub fn str(&self) -> &str {
-        self.0.to_str().expect("utf-8 path")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One plugin invocation, as a runtime makes it.
 pub struct Call<'a> {
@@ -328,83 +217,6 @@ impl PluginDir {
 // Inspection helpers: what a plugin left in a namespace, on disk, or in nftables.
 // ---------------------------------------------------------------------------------------------
 
-impl Netns {
-    /// Runs a command inside the netns, panicking with stderr on failure; returns stdout.
-    pub fn sh(&self, args: &[&str]) -> String {
-        let mut v = vec!["ip", "netns", "exec", &self.name];
-        v.extend_from_slice(args);
-        sh(&v)
-    }
-
-    /// Names of every link in the netns.
-    pub fn link_names(&self) -> std::collections::BTreeSet<String> {
-        self.ip_json(&["link", "show"])
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// `ip -j -d link show dev NAME`, or None when the link does not exist.
-    pub fn link(&self, name: &str) -> Option<Value> {
-        let out = Command::new("ip")
-            .args(["-j", "-d", "-n", &self.name, "link", "show", "dev", name])
-            .output()
-            .expect("spawn ip");
-        if !out.status.success() {
-            return None;
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        v.as_array()?.first().cloned()
-    }
-
-    /// Whether link `name` is gone within `timeout`. Plugins delete veths in a detached
-    /// process (the kernel's RCU wait would otherwise be on the DEL path), so a DEL returns
-    /// before the link is gone.
-    pub fn link_gone_within(&self, name: &str, timeout: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if self.link(name).is_none() {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    /// Global (non link-local) addresses of `dev` as "ip/prefix"; empty when `dev` is absent.
-    pub fn addrs(&self, dev: &str) -> Vec<String> {
-        let out = Command::new("ip")
-            .args(["-j", "-n", &self.name, "addr", "show", "dev", dev])
-            .output()
-            .expect("spawn ip");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let mut res = Vec::new();
-        for l in v.as_array().into_iter().flatten() {
-            for a in l["addr_info"].as_array().into_iter().flatten() {
-                if a["scope"] == "global" {
-                    res.push(format!(
-                        "{}/{}",
-                        a["local"].as_str().unwrap_or(""),
-                        a["prefixlen"]
-                    ));
-                }
-            }
-        }
-        res
-    }
-
-    /// The netns's whole nftables ruleset as `nft -j` prints it.
-    pub fn nft_ruleset(&self) -> Value {
-        serde_json::from_str(&self.sh(&["nft", "-j", "list", "ruleset"])).unwrap_or(Value::Null)
-    }
-}
-
 /// Every string found in the elements of every set and map of an `nft -j` ruleset (keys,
 /// values, and the `val` of commented elements), so a test can ask "is this IP in any set?".
 pub fn nft_set_elements(ruleset: &Value) -> Vec<String> {
@@ -451,59 +263,4 @@ pub fn with_prev_result(conf: &Value, prev: &Value) -> Value {
     let mut c = conf.clone();
     c["prevResult"] = prev.clone();
     c
-}
-
-/// A background process in its own process group, terminated (SIGTERM, then SIGKILL after
-/// `grace`) together with everything it spawned when dropped, also when a test panics.
-pub struct Daemon {
-    pub child: std::process::Child,
-    pub grace: std::time::Duration,
-}
-
-impl Daemon {
-    pub fn spawn(mut cmd: Command) -> std::io::Result<Daemon> {
-        cmd.process_group(0);
-        Ok(Daemon {
-            child: cmd.spawn()?,
-            grace: std::time::Duration::from_secs(10),
-        })
-    }
-
-    /// Still running?
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child's process group (created by `process_group(0)`);
-        // no memory is shared with the callee.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + self.grace;
-        while std::time::Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        // SAFETY: as above; SIGKILL whatever of the group is left (helpers of the daemon).
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `f` on a new thread inside the netns at `path` (sockets it creates stay in that
-/// netns after it returns).
-pub fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = File::open(path).unwrap_or_else(|e| panic!("open netns {path}: {e}"));
-    std::thread::spawn(move || {
-        // SAFETY: setns(2) on a valid open netns fd, affecting only this new thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread")
 }

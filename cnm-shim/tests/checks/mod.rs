@@ -11,16 +11,7 @@ use crate::common::{World, IMAGE};
 
 /// Polls `f` until it holds or `secs` passed; returns its last value.
 pub fn eventually(secs: u64, f: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cni_tests::poll_until(Duration::from_secs(secs), f)
 }
 
 /// Joins a `docker_bg` thread, failing the test if the docker command hangs.

@@ -5,13 +5,12 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use cni_tests::{bin, bin_dir, unique, Netns, TempDir};
+use cni_tests::{bin, bin_dir, unique, wait_for, Daemon, Netns, TempDir};
 use serde_json::Value;
 
 pub const IMAGE: &str = "cnmtest/busybox:latest";
@@ -20,36 +19,17 @@ pub const IMAGE: &str = "cnmtest/busybox:latest";
 /// 2-core machine, and the docker CLI has no retry on slow daemons.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Whether `program` is on PATH.
-pub fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Fails the test, naming the fix, when the machine cannot run the end-to-end tests: a missing
 /// dependency is a failure (CI installs them all), never a silent pass.
 pub fn require() {
-    // SAFETY: geteuid(2) takes no arguments and cannot fail.
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "the end-to-end tests need root"
-    );
-    for b in [
+    cni_tests::require(&[
         "dockerd",
         "containerd",
         "docker",
         "nsenter",
         "busybox",
         "curl",
-    ] {
-        assert!(
-            have(b),
-            "{b} is not installed: run scripts/test.sh (it installs docker.io, containerd, busybox-static, curl)"
-        );
-    }
+    ]);
 }
 
 /// Debian's docker.io CLI (matches the 20.10 daemon: a newer CLI refuses e.g. `--mac-address`
@@ -62,60 +42,6 @@ pub fn docker_cli() -> &'static str {
     }
 }
 
-/// A process started by the harness, killed (group) on drop.
-pub struct Proc {
-    pub child: Child,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, log: &Path) -> Proc {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open log");
-        cmd.stdin(Stdio::null())
-            .stdout(f.try_clone().expect("dup log"))
-            .stderr(f)
-            .process_group(0);
-        Proc {
-            child: cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
-        }
-    }
-
-    pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child; no memory involved.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
-    }
-
-    /// SIGTERM, then SIGKILL to the group after `grace`.
-    pub fn stop(&mut self, grace: Duration) {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.kill9();
-    }
-
-    pub fn kill9(&mut self) {
-        // SAFETY: as above, on the process group we created.
-        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.stop(Duration::from_secs(20));
-        }
-    }
-}
-
 /// A dockerd + cnm-shim world.
 pub struct World {
     pub name: String,
@@ -125,23 +51,12 @@ pub struct World {
     /// dockerd and shim, with its own tmpfs on /run/docker/plugins: several worlds then each
     /// see only their own shim under one plugin name.
     mnt: Option<PathBuf>,
-    containerd: Option<Proc>,
-    dockerd: Option<Proc>,
-    shim: Option<Proc>,
+    containerd: Option<Daemon>,
+    dockerd: Option<Daemon>,
+    shim: Option<Daemon>,
     /// Extra cnm-shim flags (e.g. `--cni-conf-dir`), set before `start_shim`.
     pub shim_extra: Vec<String>,
     _serial: Option<MutexGuard<'static, ()>>,
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 impl World {
@@ -274,7 +189,7 @@ impl World {
             None => Command::new("containerd"),
         };
         c.arg("--config").arg(self.path("containerd.toml"));
-        self.containerd = Some(Proc::spawn(c, &self.path("containerd.log")));
+        self.containerd = Some(Daemon::spawn_logged(c, &self.path("containerd.log")));
         let sock = self.path("containerd.sock");
         wait_for("containerd", Duration::from_secs(30), || sock.exists());
     }
@@ -297,7 +212,7 @@ impl World {
             .arg("--containerd")
             .arg(self.path("containerd.sock"))
             .args(extra);
-        self.dockerd = Some(Proc::spawn(c, &self.path("dockerd.log")));
+        self.dockerd = Some(Daemon::spawn_logged(c, &self.path("dockerd.log")));
         wait_for("dockerd", Duration::from_secs(60), || {
             self.docker(&["version", "--format", "{{.Server.Version}}"])
                 .status
@@ -341,7 +256,7 @@ impl World {
         let mut c = self.in_ns(Path::new("/usr/bin/systemd-socket-activate"));
         c.arg("-l").arg(self.socket()).arg(bin("cnm-shim"));
         self.shim_args(&mut c);
-        self.shim = Some(Proc::spawn(c, &self.path("shim.log")));
+        self.shim = Some(Daemon::spawn_logged(c, &self.path("shim.log")));
         let sock = self.socket();
         wait_for("activation socket", Duration::from_secs(30), || {
             sock.exists()
@@ -366,7 +281,7 @@ impl World {
         for (k, v) in env {
             c.env(k, v);
         }
-        self.shim = Some(Proc::spawn(c, &self.path("shim.log")));
+        self.shim = Some(Daemon::spawn_logged(c, &self.path("shim.log")));
         let sock = self.socket_seen();
         wait_for("cnm-shim socket", Duration::from_secs(30), || {
             std::os::unix::net::UnixStream::connect(&sock).is_ok()

@@ -11,18 +11,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cni_tests::{Daemon, Netns, TempDir};
+use cni_tests::{wait_for, Daemon, Netns, TempDir};
 use serde_json::json;
 
 use crate::common::*;
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn start_dockerd(host: &Netns, dir: &TempDir) -> (Daemon, String) {
     assert!(

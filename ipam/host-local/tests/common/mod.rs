@@ -8,7 +8,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
@@ -18,80 +17,24 @@ pub const VERSIONS: &[&str] = &[
     "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
 ];
 
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "hlt-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A unique directory under /tmp, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(unique(tag));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-
-    pub fn str(&self) -> &str {
-        self.0.to_str().expect("utf-8 temp path")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use test_support::TempDir;
 
 fn sh(prog: &str, args: &[&str]) -> bool {
-    Command::new(prog)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    let mut v = vec![prog];
+    v.extend_from_slice(args);
+    test_support::run_ok(&v)
 }
 
-/// A named network namespace (`ip netns add`), deleted on drop: a container netns that is not
-/// the plugin's own.
-pub struct Netns {
-    name: String,
-    path: String,
-}
+/// A container netns that is not the plugin's own, deleted on drop.
+pub struct Netns(test_support::Netns);
 
 impl Netns {
     pub fn new() -> Netns {
-        let name = unique("ns");
-        assert!(
-            sh("ip", &["netns", "add", &name]),
-            "`ip netns add {name}` failed: tests need root and iproute2"
-        );
-        let path = format!("/run/netns/{name}");
-        Netns { name, path }
+        Netns(test_support::Netns::new("hlt"))
     }
 
     pub fn path(&self) -> &str {
-        &self.path
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        sh("ip", &["netns", "del", &self.name]);
+        self.0.path_str()
     }
 }
 

@@ -3,49 +3,11 @@
 //! inside it to verify.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::mpsc;
 
-/// Runs `f` on a new thread that first unshares its network namespace.
-/// The namespace disappears when the thread (and any child it spawned)
-/// exits, even if `f` panics; the panic is propagated.
-pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let h = std::thread::spawn(move || {
-        unshare_net();
-        f()
-    });
-    match h.join() {
-        Ok(v) => v,
-        Err(p) => std::panic::resume_unwind(p),
-    }
-}
-
-pub fn unshare_net() {
-    // SAFETY: unshare only changes the calling thread's namespaces; no
-    // memory is shared with the kernel.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET): {} (tests need root)",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// Handle on the calling thread's network namespace, to move other threads
-/// into it.
-pub fn current_netns() -> File {
-    File::open("/proc/thread-self/ns/net").expect("open /proc/thread-self/ns/net")
-}
-
-pub fn enter_netns(ns: &File) {
-    // SAFETY: `ns` is an open namespace fd; setns affects only the calling
-    // thread.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
+#[allow(unused_imports)]
+pub use test_support::{current_netns, enter_netns, in_private_netns as in_netns, unshare_net};
 
 /// Runs a command from the calling thread (so it inherits that thread's
 /// netns) and returns stdout; panics with stderr on failure.

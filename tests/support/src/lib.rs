@@ -1,0 +1,18 @@
+//! The one home of what every test of the suite needs, whatever crate it lives in: unique names
+//! (parallel tests and test binaries never collide), temporary directories and network
+//! namespaces removed on drop (also when a test panics), background processes killed with their
+//! whole process group, polling with a deadline, and loud failure when a dependency is missing.
+//!
+//! It depends on no crate of the workspace, so every crate can take it as a dev-dependency.
+
+mod names;
+mod netns;
+mod proc;
+mod tempdir;
+mod wait;
+
+pub use names::unique;
+pub use netns::{current_netns, enter_netns, in_netns, in_private_netns, unshare_net, Netns};
+pub use proc::{have, require, require_root, run_ok, sh, Daemon};
+pub use tempdir::TempDir;
+pub use wait::{poll_until, wait_for};
