@@ -300,7 +300,10 @@ fn hs_release_check_finds_test_switches_in_debug_binaries_only() {
         ("bridge", "CNI_BRIDGE_SYNC_DELETE"),
     ] {
         assert!(
-            t.contains(&format!("{}/{bin} contains the test-only switch {switch}", d.str())),
+            t.contains(&format!(
+                "{}/{bin} contains the test-only switch {switch}",
+                d.str()
+            )),
             "{t}"
         );
     }
