@@ -61,5 +61,27 @@ build_release() {
     triple="$(host_triple)"
     (cd "$REPO_ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
         cargo build --release --workspace --bins -q --target "$triple") >&2
+    check_release_binaries "$(release_dir)" || return 1
     release_dir
+}
+
+# Environment switches only the tests use (cnm-shim's crash points, bridge's synchronous
+# link delete). They are compiled into debug builds only (#[cfg(debug_assertions)]): an
+# installed binary must not be steerable by them.
+TEST_ONLY_SWITCHES=(CNM_SHIM_CRASH_AT CNI_BRIDGE_SYNC_DELETE)
+
+# check_release_binaries <dir>: fails, naming binary and switch, if an executable in <dir>
+# contains the name of a test-only switch.
+check_release_binaries() {
+    local f s bad=0
+    for f in "$1"/*; do
+        [ -f "$f" ] && [ -x "$f" ] || continue
+        for s in "${TEST_ONLY_SWITCHES[@]}"; do
+            if grep -qaF "$s" "$f"; then
+                echo "error: $f contains the test-only switch $s; gate it with #[cfg(debug_assertions)] so release builds leave it out" >&2
+                bad=1
+            fi
+        done
+    done
+    return "$bad"
 }

@@ -5,7 +5,6 @@
 
 mod dataplane;
 mod guard;
-mod keys;
 mod metrics_http;
 mod net;
 mod obs;
@@ -21,6 +20,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use cni_cluster::model::NetConfig;
+use cnm_agent::{keys, logtime};
 use tracing::{error, info};
 
 use crate::net::Settings;
@@ -246,15 +246,20 @@ async fn run(args: Args) -> Result<()> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // The same timestamps as cnm-shim's log; none under journald, which adds its own.
+    if logtime::to_journal() {
+        log.without_time().init();
+    } else {
+        log.with_timer(logtime::Rfc3339Millis).init();
+    }
     // `cnm-agent status ...` reads what a running agent published; no daemon flags needed.
     if std::env::args().nth(1).as_deref() == Some("status") {
         std::process::exit(status_cmd::main(std::env::args().skip(1)));

@@ -21,6 +21,7 @@ use crate::keys::{self, BlockValue, ReleasedValue};
 use crate::obs;
 use crate::state::{self, LocalState};
 use crate::store::{self, Etcd};
+use cnm_agent::values;
 
 /// Settings shared by every network of the agent.
 #[derive(Debug, Clone)]
@@ -104,9 +105,9 @@ pub async fn ensure_config(etcd: &Etcd, net: &str, want: Option<&NetConfig>) -> 
                     "no config at {key} yet; create it with --network {net}=SUBNET[,block=N,vni=N]"
                 ));
             };
-            let have: NetConfig = match serde_json::from_slice(kv.value()) {
+            let have = match values::decode_config(&key, kv.value()) {
                 Ok(h) => h,
-                Err(e) => return Ok(Err(anyhow!("network {net}: bad config at {key}: {e}"))),
+                Err(e) => return Ok(Err(anyhow!("network {net}: {e}"))),
             };
             if let Some(d) = want.and_then(|w| have.difference(w)) {
                 return Ok(Err(anyhow!(
@@ -298,19 +299,25 @@ impl Net {
         for kv in &l.kvs {
             let k = key_str(kv.key());
             if let (true, Some(b)) = (k.starts_with(&bp), keys::parse_block(k)) {
-                if let Ok(v) = serde_json::from_slice::<BlockValue>(kv.value()) {
-                    self.all.insert(
-                        b,
-                        Seen {
-                            value: v,
-                            mod_rev: kv.mod_revision(),
-                            lease: kv.lease(),
-                        },
-                    );
+                match values::decode_block(k, kv.value()) {
+                    Ok(v) => {
+                        self.all.insert(
+                            b,
+                            Seen {
+                                value: v,
+                                mod_rev: kv.mod_revision(),
+                                lease: kv.lease(),
+                            },
+                        );
+                    }
+                    Err(e) => warn!(network = %self.name, "{e}; key ignored"),
                 }
             } else if let (true, Some(b)) = (k.starts_with(&rp), keys::parse_block(k)) {
-                if let Ok(v) = serde_json::from_slice::<ReleasedValue>(kv.value()) {
-                    self.released.insert(b, (v, kv.mod_revision()));
+                match values::decode_released(k, kv.value()) {
+                    Ok(v) => {
+                        self.released.insert(b, (v, kv.mod_revision()));
+                    }
+                    Err(e) => warn!(network = %self.name, "{e}; key ignored"),
                 }
             }
         }
@@ -735,8 +742,12 @@ impl Net {
             if k.starts_with(&bp) {
                 match ev.event_type() {
                     EventType::Put => {
-                        let Ok(v) = serde_json::from_slice::<BlockValue>(kv.value()) else {
-                            continue;
+                        let v = match values::decode_block(&k, kv.value()) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                warn!(network = %self.name, "{e}; key ignored");
+                                continue;
+                            }
                         };
                         if self.mine.contains_key(&b) {
                             if v.host == self.s.host {
@@ -767,11 +778,12 @@ impl Net {
                 }
             } else if k.starts_with(&rp) {
                 match ev.event_type() {
-                    EventType::Put => {
-                        if let Ok(v) = serde_json::from_slice::<ReleasedValue>(kv.value()) {
+                    EventType::Put => match values::decode_released(&k, kv.value()) {
+                        Ok(v) => {
                             self.released.insert(b, (v, kv.mod_revision()));
                         }
-                    }
+                        Err(e) => warn!(network = %self.name, "{e}; key ignored"),
+                    },
                     EventType::Delete => {
                         self.released.remove(&b);
                     }

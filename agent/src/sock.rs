@@ -31,6 +31,7 @@ use tracing::{info, warn};
 
 use crate::keys;
 use crate::served::{self, Origin, Served};
+use cnm_agent::values;
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 64 * 1024;
@@ -176,7 +177,13 @@ async fn configs(served: &Served) -> Result<Vec<(String, NetConfig)>> {
             let name = k
                 .strip_prefix(&keys::nets_prefix())?
                 .strip_suffix("/config")?;
-            Some((name.to_string(), serde_json::from_slice(kv.value()).ok()?))
+            match values::decode_config(k, kv.value()) {
+                Ok(c) => Some((name.to_string(), c)),
+                Err(e) => {
+                    warn!("{e}; network ignored");
+                    None
+                }
+            }
         })
         .collect())
 }
@@ -196,7 +203,13 @@ async fn join(
     let key = keys::config(name);
     let have: Option<NetConfig> = match tokio::time::timeout(JOIN_ETCD, served.etcd.get(&key)).await
     {
-        Ok(Ok(kv)) => kv.and_then(|kv| serde_json::from_slice(kv.value()).ok()),
+        Ok(Ok(kv)) => kv.and_then(|kv| match values::decode_config(&key, kv.value()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warn!("{e}; treated as absent");
+                None
+            }
+        }),
         Ok(Err(e)) => return Err(e.context("cannot join: etcd unreachable")),
         Err(_) => bail!("cannot join: etcd unreachable (no answer within {JOIN_ETCD:?})"),
     };

@@ -2,7 +2,8 @@
 //! socket) whose every endpoint is built by exec'ing the CNI `bridge` plugin with `host-local`
 //! as IPAM, exactly as a CNI runtime does.
 //!
-//! Modules, one job each: `http` (HTTP/1.1 server), `listen` (socket activation / bind),
+//! Modules, one job each: `http` (HTTP/1.1 requests and replies), `server` (connections:
+//! threads, timeouts, cap), `listen` (socket activation / bind),
 //! `api` (protocol bodies), `router` (method dispatch, error replies), `ipam` (IpamDriver),
 //! `network` and `endpoint` (NetworkDriver), `ports` (`-p`), `bind`/`cniconf` (networks shared with CNI), `cluster` (networks across hosts through cnm-agent), `cni` (plugin configs and
 //! host-local calls), `exec` (bounded plugin execution), `netns` (temporary netns, links),
@@ -30,5 +31,6 @@ pub mod pool;
 pub mod ports;
 pub mod reconcile;
 pub mod router;
+pub mod server;
 pub mod shim;
 pub mod state;

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use cnm_shim::config::Config;
 use cnm_shim::shim::Shim;
-use cnm_shim::{http, info, ipam, listen, reconcile, router};
+use cnm_shim::{info, ipam, listen, reconcile, router, server};
 
 fn main() {
     let cfg = match Config::from_args(std::env::args().skip(1)) {
@@ -43,6 +43,6 @@ fn run(cfg: Config) -> cnm_shim::error::Result<()> {
         std::thread::sleep(std::time::Duration::from_secs(2));
         ipam::sweep_unclaimed(&sweeper);
     });
-    let handler: http::Handler = Arc::new(move |req| router::handle(&shim, req));
-    http::serve(listener, handler)
+    let handler: server::Handler = Arc::new(move |req| router::handle(&shim, req));
+    server::serve(listener, handler)
 }

@@ -125,13 +125,20 @@ pub fn unix_now() -> u64 {
 
 /// Test hook: aborts the process (like `kill -9`) when `CNM_SHIM_CRASH_AT` names this point,
 /// so the end-to-end tests can crash the shim at exact places between persisted state and
-/// external effects. Unset in production; costs one environment lookup.
+/// external effects. Compiled into debug builds only (the ones the tests run): a no-op in the
+/// installed release binary, which does not even contain the variable's name (checked by
+/// `check_release_binaries` in scripts/lib.sh).
+#[cfg(debug_assertions)]
 pub fn crash_point(name: &str) {
     if std::env::var("CNM_SHIM_CRASH_AT").is_ok_and(|v| v == name) {
         crate::warn!("CNM_SHIM_CRASH_AT={name}: aborting (test hook)");
         std::process::abort();
     }
 }
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn crash_point(_name: &str) {}
 
 /// A new host-local handle (`CNI_CONTAINERID`) for an address docker requested.
 pub fn new_handle() -> Result<String> {

@@ -5,6 +5,7 @@ use cni_tests::cluster as harness;
 
 mod partition;
 mod tls;
+mod values;
 
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};

@@ -269,3 +269,49 @@ fn uninstall_prints_refuses_without_tty_and_removes_only_ours() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("nothing"));
 }
+
+/// `check_release_binaries <dir>` (scripts/lib.sh, run by `build_release`): exit status and
+/// output.
+fn check_release(dir: &Path) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(r#"source "$0" && check_release_binaries "$1""#)
+        .arg(script("lib.sh"))
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run check_release_binaries")
+}
+
+/// The test-only switches (cnm-shim's CNM_SHIM_CRASH_AT, bridge's CNI_BRIDGE_SYNC_DELETE) are
+/// compiled into debug builds only; the check that `build_release` (so install.sh) runs finds
+/// them in the debug binaries the tests use, and passes binaries without them.
+#[test]
+fn hs_release_check_finds_test_switches_in_debug_binaries_only() {
+    let d = TempDir::new("hsrel");
+    for n in ["cnm-shim", "bridge"] {
+        std::fs::copy(cni_tests::bin(n), d.path().join(n)).unwrap();
+    }
+    let o = check_release(d.path());
+    let t = text(&o);
+    assert!(!o.status.success(), "debug binaries passed: {t}");
+    for (bin, switch) in [
+        ("cnm-shim", "CNM_SHIM_CRASH_AT"),
+        ("bridge", "CNI_BRIDGE_SYNC_DELETE"),
+    ] {
+        assert!(
+            t.contains(&format!(
+                "{}/{bin} contains the test-only switch {switch}",
+                d.str()
+            )),
+            "{t}"
+        );
+    }
+    // Binaries without the names pass; non-executables (cargo's .d files) are not looked at.
+    for n in ["cnm-shim", "bridge"] {
+        std::fs::write(d.path().join(n), b"\x7fELF clean").unwrap();
+    }
+    std::fs::write(d.path().join("bridge.d"), b"CNI_BRIDGE_SYNC_DELETE").unwrap();
+    let o = check_release(d.path());
+    assert!(o.status.success(), "{}", text(&o));
+}
