@@ -4,7 +4,9 @@
 //! request is one send and one or two recvs on a socket opened once per
 //! network namespace ([`Netlink::new`], [`Netlink::new_in_netns`]).
 //!
-//! Modules have one job each: `socket` (framing, ACKs, dumps), `link`,
+//! Modules have one job each: [`nl`] (the netlink layer shared with
+//! `cni-nft`: socket, framing, error and ext-ack parsing, attributes),
+//! `socket` (rtnetlink requests: ACKs, GETs, dumps), `link`,
 //! `addr`, `route`, `neigh` (ARP and FDB entries), `vxlan`, `bridge_vlan`, `netns` (setns), `sysctl`, `error`.
 
 mod addr;
@@ -13,6 +15,7 @@ mod error;
 mod link;
 mod neigh;
 mod netns;
+pub mod nl;
 mod route;
 mod socket;
 mod sysctl;

@@ -9,8 +9,14 @@
 //! [`spoofchk::SpoofChk`] (`macspoofchk`, bridge family) and
 //! [`hostport::HostPorts`] (published ports: the `portmap` plugin and
 //! cnm-shim's `-p`, one engine).
+//!
+//! Socket, message framing, error/ext-ack parsing and attribute encoding are
+//! `cni_netlink::nl`, the one netlink layer shared with the rtnetlink client;
+//! this crate adds the nfnetlink header, batches and nf_tables bodies.
 
-mod attr;
+// Netlink attributes (TLVs), from the shared layer.
+use cni_netlink::nl::attr;
+
 pub mod batch;
 pub mod error;
 pub mod expr;
