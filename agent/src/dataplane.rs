@@ -55,14 +55,8 @@ pub fn vtep_mac(host: &str, vni: u32) -> Mac {
     [0x02 | (b[0] & 0xfc), b[1], b[2], b[3], b[4], b[5]]
 }
 
-pub fn parse_mac(s: &str) -> Option<Mac> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    v.try_into().ok()
-}
+/// A MAC as [`cni_netlink::fmt_mac`] wrote it into etcd.
+pub use cni_netlink::parse_mac_record as parse_mac;
 
 /// The underlay's first IPv4 address and MTU.
 pub fn underlay(name: &str) -> Result<(Ipv4Addr, u32)> {

@@ -143,11 +143,7 @@ pub fn crash_point(_name: &str) {}
 /// A new host-local handle (`CNI_CONTAINERID`) for an address docker requested.
 pub fn new_handle() -> Result<String> {
     let mut b = [0u8; 8];
-    // SAFETY: getrandom(2) writes at most `b.len()` bytes into the buffer we own.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != b.len() as isize {
-        return Err(err!("getrandom: {}", std::io::Error::last_os_error()));
-    }
+    cni_core::random::fill(&mut b).map_err(|e| err!("getrandom: {e}"))?;
     Ok(format!(
         "cnm-req-{}",
         b.iter().map(|x| format!("{x:02x}")).collect::<String>()

@@ -242,12 +242,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], CniError> {
     cni_netlink::parse_mac(s).map_err(CniError::config)
 }
 
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use cni_netlink::fmt_mac as format_mac;
 
 fn container_mac(req: &Request) -> Result<Option<[u8; 6]>, CniError> {
     let as_str = |v: &Value, what: &str| -> Result<String, CniError> {

@@ -3,11 +3,9 @@
 use cni_netlink::Mac;
 
 /// Fills `buf` from the kernel's CSPRNG; falls back to time and pid mixing if getrandom fails
-/// (it does not on Linux >= 3.17 unless interrupted).
+/// (it does not on Linux >= 3.17).
 fn random_bytes(buf: &mut [u8]) {
-    // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes for the whole call.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n == buf.len() as isize {
+    if cni_core::random::fill(buf).is_ok() {
         return;
     }
     let seed = std::time::SystemTime::now()
@@ -36,8 +34,7 @@ pub fn host_veth_name() -> String {
 pub fn random_mac() -> Mac {
     let mut m = [0u8; 6];
     random_bytes(&mut m);
-    m[0] = (m[0] & 0xfe) | 0x02;
-    m
+    cni_netlink::local_unicast(m)
 }
 
 /// A stable MAC for a bridge, derived from its name. Pinning the bridge MAC stops the kernel

@@ -3,7 +3,8 @@
 //! One module per job: `version` (spec versions and feature gates), `error` (the error JSON and
 //! codes), `json` (Go `encoding/json`-compatible leniency), `env` (CNI_* variables), `args`
 //! (CNI_ARGS), `types` (the 1.x result model), `result` (printing and parsing every result
-//! version), `skel` (the main loop of a plugin) and `delegate` (running IPAM plugins).
+//! version), `skel` (the main loop of a plugin) `delegate` (running IPAM plugins) and `random`
+//! (the CSPRNG reader).
 
 pub mod args;
 pub mod delegate;
@@ -12,6 +13,7 @@ pub mod env;
 pub mod error;
 pub mod gc;
 pub mod json;
+pub mod random;
 pub mod result;
 pub mod skel;
 pub mod types;

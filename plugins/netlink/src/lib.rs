@@ -4,15 +4,19 @@
 //! request is one send and one or two recvs on a socket opened once per
 //! network namespace ([`Netlink::new`], [`Netlink::new_in_netns`]).
 //!
-//! Modules have one job each: `socket` (framing, ACKs, dumps), `link`,
-//! `addr`, `route`, `neigh` (ARP and FDB entries), `vxlan`, `bridge_vlan`, `netns` (setns), `sysctl`, `error`.
+//! Modules have one job each: [`nl`] (the netlink layer shared with
+//! `cni-nft`: socket, framing, error and ext-ack parsing, attributes),
+//! `socket` (rtnetlink requests: ACKs, GETs, dumps), `link`,
+//! `addr`, `route`, `neigh` (ARP and FDB entries), `mac` (MAC parsing and formatting), `vxlan`, `bridge_vlan`, `netns` (setns), `sysctl`, `error`.
 
 mod addr;
 mod bridge_vlan;
 mod error;
 mod link;
+mod mac;
 mod neigh;
 mod netns;
+pub mod nl;
 mod route;
 mod socket;
 mod sysctl;
@@ -21,9 +25,8 @@ mod vxlan;
 pub use addr::{Address, Family};
 pub use bridge_vlan::BridgeVlan;
 pub use error::{Error, Result};
-pub use link::{
-    check_ifname, fmt_mac, parse_mac, BridgePortInfo, LinkInfo, LinkUpdate, Mac, OperState, Veth,
-};
+pub use link::{check_ifname, BridgePortInfo, LinkInfo, LinkUpdate, OperState, Veth};
+pub use mac::{fmt_mac, local_unicast, parse_mac, parse_mac_record, Mac};
 pub use neigh::Neighbour;
 pub use netns::{is_current_netns, with_netns, NetNs, THREAD_NETNS};
 pub use route::{

@@ -18,7 +18,7 @@ pub(crate) const VLAN_FILTERING_HINT: &str =
     "the kernel has no bridge VLAN support (CONFIG_BRIDGE_VLAN_FILTERING)";
 
 /// A MAC address.
-pub type Mac = [u8; 6];
+use crate::mac::{fmt_mac, Mac};
 
 /// What the kernel reports about one link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -586,53 +586,6 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-/// Parses a MAC as Go's `net.ParseMAC` does for 6-byte addresses (`:`/`-` separated or
-/// dotted `xxxx.xxxx.xxxx`), and refuses what the kernel would reject on an Ethernet link (multicast, all zeros).
-/// The error is the reason, ready for the caller's error type.
-pub fn parse_mac(s: &str) -> std::result::Result<Mac, String> {
-    let bad = || format!("invalid MAC address {s:?}: use six hex bytes like \"02:42:ac:11:00:02\"");
-    let hex: String = if s.len() == 17 {
-        let sep = s.as_bytes()[2];
-        if sep != b':' && sep != b'-' {
-            return Err(bad());
-        }
-        let parts: Vec<&str> = s.split(sep as char).collect();
-        if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
-            return Err(bad());
-        }
-        parts.concat()
-    } else if s.len() == 14 {
-        let parts: Vec<&str> = s.split('.').collect();
-        if parts.len() != 3 || parts.iter().any(|p| p.len() != 4) {
-            return Err(bad());
-        }
-        parts.concat()
-    } else {
-        return Err(bad());
-    };
-    let mut mac = [0u8; 6];
-    for (i, b) in mac.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    if mac[0] & 1 == 1 {
-        return Err(format!(
-            "invalid MAC address {s:?}: it is a multicast address; the first byte must be even"
-        ));
-    }
-    if mac == [0; 6] {
-        return Err(format!("invalid MAC address {s:?}: all zeros"));
-    }
-    Ok(mac)
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// The kernel's dev_valid_name(): 1..=15 bytes, not "." or "..", no '/',
 /// ':' or whitespace. Checked here so the error names the rule.
 pub fn check_ifname(name: &str) -> Result<()> {
@@ -709,10 +662,5 @@ mod tests {
             .map(|b| u8::from_str_radix(b, 16).unwrap())
             .collect();
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn mac_format() {
-        assert_eq!(fmt_mac(&[0x02, 0, 0xab, 1, 2, 0xff]), "02:00:ab:01:02:ff");
     }
 }

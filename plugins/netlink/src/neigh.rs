@@ -12,7 +12,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::addr::Family;
 use crate::error::{Error, Result};
-use crate::link::{fmt_mac, Mac};
+use crate::mac::{fmt_mac, Mac};
 use crate::socket::Netlink;
 
 /// One neighbour or FDB entry as the kernel reports it.

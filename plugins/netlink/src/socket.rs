@@ -6,15 +6,17 @@
 
 use std::os::fd::AsFd;
 
-use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR,
-    NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::protocols::NETLINK_ROUTE;
 
 use crate::error::{Error, Result};
 use crate::netns::with_netns;
+use crate::nl::frame::{
+    messages, Msg, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLMSG_OVERRUN, NLM_F_ACK, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_MULTIPART, NLM_F_REQUEST,
+};
+use crate::nl::NlSocket;
 
 /// Receive buffer. The kernel sizes dump datagrams to at most ~32 KiB; the
 /// extra room covers single replies for links with many attributes.
@@ -22,45 +24,24 @@ const RX_BUF_LEN: usize = 64 * 1024;
 /// Dumps interrupted by concurrent changes (NLM_F_DUMP_INTR) are retried.
 const DUMP_RETRIES: usize = 5;
 
-/// Not exported by netlink-packet-core 0.9 for the error message header.
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-
 /// A blocking rtnetlink socket bound to one network namespace.
+#[derive(Debug)]
 pub struct Netlink {
-    sock: Socket,
-    seq: u32,
-    rx: Vec<u8>,
-}
-
-impl std::fmt::Debug for Netlink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Netlink").field("seq", &self.seq).finish()
-    }
+    sock: NlSocket,
 }
 
 impl Netlink {
     /// Socket in the calling thread's current network namespace.
     pub fn new() -> Result<Self> {
         let ctx = "netlink: open NETLINK_ROUTE socket";
-        let sock = Socket::new(NETLINK_ROUTE).map_err(|e| Error::from_io(&e, ctx))?;
+        let sock =
+            NlSocket::open(NETLINK_ROUTE, RX_BUF_LEN).map_err(|e| Error::from_io(&e, ctx))?;
         // Strict checking makes the kernel honour dump filters (ifindex,
         // table) instead of silently dumping everything.
-        sock.set_netlink_get_strict_chk(true)
+        sock.socket()
+            .set_netlink_get_strict_chk(true)
             .map_err(|e| Error::from_io(&e, ctx))?;
-        // Best effort (old kernels lack them): kernel error strings, and no
-        // echo of our whole request inside every error reply.
-        let _ = sock.set_ext_ack(true);
-        let _ = sock.set_cap_ack(true);
-        // Connected to the kernel: replies from anyone else are refused.
-        sock.connect(&SocketAddr::new(0, 0))
-            .map_err(|e| Error::from_io(&e, ctx))?;
-        Ok(Netlink {
-            sock,
-            seq: 0,
-            rx: vec![0; RX_BUF_LEN],
-        })
+        Ok(Netlink { sock })
     }
 
     /// Socket inside the network namespace `netns` (e.g. an open
@@ -121,14 +102,14 @@ impl Netlink {
     /// Serialize into a fresh zeroed buffer (a reused buffer leaks stale
     /// padding bytes: netavark's EINVAL bug) and send.
     fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<u32> {
-        self.seq = self.seq.wrapping_add(1);
+        let seq = self.sock.next_seq(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.seq;
+        header.sequence_number = seq;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
         packet.finalize();
         let len = packet.buffer_len();
-        if len > u32::MAX as usize || len < 16 {
+        if len > u32::MAX as usize || len < NLMSG_HDRLEN {
             return Err(Error::invalid(
                 "netlink: send",
                 format!("bad request length {len}"),
@@ -136,19 +117,10 @@ impl Netlink {
         }
         let mut buf = vec![0u8; len];
         packet.serialize(&mut buf);
-        loop {
-            match self.sock.send(&buf, 0) {
-                Ok(n) if n == len => return Ok(self.seq),
-                Ok(n) => {
-                    return Err(Error::msg(
-                        "netlink: send",
-                        format!("short send: {n} of {len} bytes"),
-                    ))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::from_io(&e, "netlink: send")),
-            }
-        }
+        self.sock
+            .send(&buf)
+            .map_err(|e| Error::from_io(&e, "netlink: send"))?;
+        Ok(seq)
     }
 
     /// Read datagrams until the reply to `seq` is complete. Returns whether
@@ -161,20 +133,11 @@ impl Netlink {
     ) -> Result<bool> {
         let mut state = Reply::default();
         loop {
-            let n = loop {
-                match self.sock.recv(&mut &mut self.rx[..], libc::MSG_TRUNC) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::from_io(&e, "netlink: receive")),
-                }
-            };
-            if n > self.rx.len() {
-                return Err(Error::msg(
-                    "netlink: receive",
-                    format!("reply of {n} bytes truncated to {} bytes", self.rx.len()),
-                ));
-            }
-            if let Some(res) = state.datagram(&self.rx[..n], seq, until, sink) {
+            let data = self
+                .sock
+                .recv()
+                .map_err(|e| Error::from_io(&e, "netlink: receive"))?;
+            if let Some(res) = state.datagram(data, seq, until, sink) {
                 return res;
             }
         }
@@ -193,7 +156,8 @@ struct Reply {
 impl Reply {
     /// Handle one datagram; Some(result) once the reply is complete.
     /// Messages for other sequence numbers (left over after an earlier
-    /// error) are skipped.
+    /// error) are skipped; a malformed message drops the rest of the
+    /// datagram (its length cannot be trusted).
     fn datagram(
         &mut self,
         data: &[u8],
@@ -201,23 +165,17 @@ impl Reply {
         until: Until,
         sink: &mut dyn FnMut(RouteNetlinkMessage),
     ) -> Option<Result<bool>> {
-        let mut off = 0;
-        while off < data.len() {
-            // Cannot find the next message boundary: drop the datagram.
-            let buf = NetlinkBuffer::new_checked(&data[off..]).ok()?;
-            let raw = &data[off..off + buf.length() as usize];
-            off += (raw.len() + 3) & !3;
-            if buf.sequence_number() != seq {
+        for m in messages(data) {
+            if m.seq != seq {
                 continue;
             }
-            let flags = buf.flags();
-            self.interrupted |= flags & NLM_F_DUMP_INTR != 0;
-            let res = match buf.message_type() {
-                NLMSG_ERROR => error_reply(buf.payload(), flags),
-                NLMSG_DONE => done_reply(buf.payload()).map(|()| self.interrupted),
+            self.interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
+            let res = match m.ty {
+                NLMSG_ERROR => error_reply(&m),
+                NLMSG_DONE => done_reply(&m).map(|()| self.interrupted),
                 NLMSG_OVERRUN => Err(Error::msg("netlink: receive", "kernel reported overrun")),
                 _ => {
-                    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(raw) {
+                    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(m.raw) {
                         Ok(m) => {
                             if let NetlinkPayload::InnerMessage(inner) = m.payload {
                                 sink(inner)
@@ -232,7 +190,7 @@ impl Reply {
                             });
                         }
                     }
-                    if until != Until::FirstMessage || flags & NLM_F_MULTIPART != 0 {
+                    if until != Until::FirstMessage || m.flags & NLM_F_MULTIPART != 0 {
                         continue;
                     }
                     Ok(self.interrupted)
@@ -257,93 +215,38 @@ enum Until {
     FirstMessage,
 }
 
-/// NLMSG_ERROR payload: i32 -errno, the echoed request header (only the
-/// header thanks to NETLINK_CAP_ACK) and optional ext-ack attributes.
-fn error_reply(payload: &[u8], flags: u16) -> Result<bool> {
-    let Some(code) = payload.get(..4) else {
+/// NLMSG_ERROR: Ok(false) for an ACK, else the errno with the kernel's
+/// ext-ack message.
+fn error_reply(m: &Msg<'_>) -> Result<bool> {
+    let Some(st) = m.error() else {
         return Err(Error::msg("netlink", "truncated error reply"));
     };
-    let code = i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
-    if code == 0 {
+    if st.errno == 0 {
         return Ok(false);
     }
-    let echoed = &payload[4..];
-    let tlvs_at = if flags & NLM_F_CAPPED != 0 {
-        16
-    } else {
-        // Whole request echoed: its own header says how long it is.
-        echoed
-            .get(..4)
-            .map(|l| u32::from_ne_bytes([l[0], l[1], l[2], l[3]]) as usize)
-            .map_or(echoed.len(), |l| (l + 3) & !3)
-    };
-    let detail = if flags & NLM_F_ACK_TLVS != 0 {
-        echoed.get(tlvs_at..).and_then(ext_ack_msg)
-    } else {
-        None
-    };
-    Err(Error::os(code.saturating_neg(), "netlink").with_detail(detail))
+    Err(Error::os(st.errno, "netlink").with_detail(st.ext_msg))
 }
 
-/// NLMSG_DONE payload: i32 status (negative errno if the dump failed) and
-/// optional ext-ack attributes.
-fn done_reply(payload: &[u8]) -> Result<()> {
-    let code = payload
-        .get(..4)
-        .map_or(0, |c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
-    if code >= 0 {
-        return Ok(());
-    }
-    let detail = payload.get(4..).and_then(ext_ack_msg);
-    Err(Error::os(code.saturating_neg(), "netlink: dump").with_detail(detail))
-}
-
-/// Find NLMSGERR_ATTR_MSG (a NUL-terminated string) in ext-ack attributes.
-fn ext_ack_msg(mut tlvs: &[u8]) -> Option<String> {
-    while tlvs.len() >= 4 {
-        let len = u16::from_ne_bytes([tlvs[0], tlvs[1]]) as usize;
-        let kind = u16::from_ne_bytes([tlvs[2], tlvs[3]]) & 0x3fff;
-        if len < 4 || len > tlvs.len() {
-            return None;
+/// NLMSG_DONE: the dump's status.
+fn done_reply(m: &Msg<'_>) -> Result<()> {
+    match m.done() {
+        Some(st) if st.errno != 0 => {
+            Err(Error::os(st.errno, "netlink: dump").with_detail(st.ext_msg))
         }
-        if kind == NLMSGERR_ATTR_MSG {
-            let s = &tlvs[4..len];
-            let s = s.split(|&b| b == 0).next().unwrap_or(s);
-            return Some(String::from_utf8_lossy(s).into_owned()).filter(|s| !s.is_empty());
-        }
-        tlvs = tlvs.get((len + 3) & !3..)?;
+        _ => Ok(()),
     }
-    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn ext_ack_parsing() {
-        let mut tlv = vec![];
-        let msg = b"Unknown device type\0";
-        tlv.extend_from_slice(&((4 + msg.len()) as u16).to_ne_bytes());
-        tlv.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
-        tlv.extend_from_slice(msg);
-        assert_eq!(ext_ack_msg(&tlv).as_deref(), Some("Unknown device type"));
-        assert_eq!(ext_ack_msg(&tlv[..3]), None);
-        // Length field pointing past the end must not panic.
-        let bad = [200u8, 0, 1, 0, b'x'];
-        assert_eq!(ext_ack_msg(&bad), None);
-    }
-
     /// A netlink message: header plus payload, padded to 4 bytes.
     fn nlmsg(mtype: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
         let mut m = Vec::new();
-        m.extend_from_slice(&(16 + payload.len() as u32).to_ne_bytes());
-        m.extend_from_slice(&mtype.to_ne_bytes());
-        m.extend_from_slice(&flags.to_ne_bytes());
-        m.extend_from_slice(&seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
+        let at = crate::nl::frame::begin(&mut m, mtype, flags, seq);
         m.extend_from_slice(payload);
-        m.resize((m.len() + 3) & !3, 0);
+        crate::nl::frame::end(&mut m, at);
         m
     }
 
@@ -397,16 +300,32 @@ mod tests {
 
     #[test]
     fn error_reply_codes() {
-        assert_eq!(error_reply(&0i32.to_ne_bytes(), 0), Ok(false));
+        use crate::nl::frame::NLM_F_CAPPED;
+        let reply = |b: Vec<u8>| error_reply(&messages(&b).next().unwrap());
+        assert_eq!(reply(nlmsg(NLMSG_ERROR, 0, 1, &[0; 20])), Ok(false));
         let mut p = (-17i32).to_ne_bytes().to_vec();
         p.extend_from_slice(&[0u8; 16]);
-        let e = error_reply(&p, NLM_F_CAPPED).unwrap_err();
+        let e = reply(nlmsg(NLMSG_ERROR, NLM_F_CAPPED, 1, &p)).unwrap_err();
         assert!(e.is_exists());
-        assert!(error_reply(&[1, 2], 0).is_err());
-        assert!(done_reply(&[]).is_ok());
-        assert_eq!(
-            done_reply(&(-19i32).to_ne_bytes()).unwrap_err().errno(),
-            Some(19)
-        );
+        assert_eq!(e.to_string(), "netlink: File exists (os error 17)");
+        assert!(reply(nlmsg(NLMSG_ERROR, 0, 1, &[1, 2])).is_err());
+        let done = |p: &[u8]| done_reply(&messages(&nlmsg(NLMSG_DONE, 0, 1, p)).next().unwrap());
+        assert!(done(&[]).is_ok());
+        assert_eq!(done(&(-19i32).to_ne_bytes()).unwrap_err().errno(), Some(19));
+    }
+
+    /// The kernel's ext-ack text reaches the error.
+    #[test]
+    fn ext_ack_in_error_text() {
+        let mut p = (-95i32).to_ne_bytes().to_vec();
+        p.extend(nlmsg(16, 0, 4, &[0; 16]));
+        crate::nl::attr::AttrWriter::new(&mut p)
+            .put_str(crate::nl::frame::NLMSGERR_ATTR_MSG, "Unknown device type");
+        let d = nlmsg(NLMSG_ERROR, crate::nl::frame::NLM_F_ACK_TLVS, 4, &p);
+        let mut sink = |_m: RouteNetlinkMessage| {};
+        let res = Reply::default().datagram(&d, 4, Until::Ack, &mut sink);
+        let e = res.unwrap().unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EOPNOTSUPP));
+        assert_eq!(e.detail(), Some("Unknown device type"));
     }
 }

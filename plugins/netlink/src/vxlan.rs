@@ -7,7 +7,8 @@ use netlink_packet_route::link::{
 };
 
 use crate::error::Result;
-use crate::link::{check_ifname, LinkInfo, Mac};
+use crate::link::{check_ifname, LinkInfo};
+use crate::mac::Mac;
 use crate::socket::Netlink;
 
 /// A VXLAN link to create. Learning is always off: the forwarding database

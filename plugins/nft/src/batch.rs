@@ -3,6 +3,8 @@
 //! answered by one receive loop that collects every ACK or error. The
 //! kernel applies all messages or none.
 
+use cni_netlink::nl::frame;
+
 use crate::attr::AttrWriter;
 use crate::error::{Error, Failure, Result};
 use crate::expr::{encode_list, Verdict};
@@ -291,7 +293,7 @@ impl Batch {
         let first_op_seq = begin_seq.wrapping_add(1);
         for (i, (at, _)) in self.ops.iter().enumerate() {
             let seq = first_op_seq.wrapping_add(i as u32);
-            self.buf[at + 8..at + 12].copy_from_slice(&seq.to_ne_bytes());
+            frame::set_seq(&mut self.buf, *at, seq);
         }
         let mut out = Vec::with_capacity(self.buf.len() + 64);
         let b = msg::begin(

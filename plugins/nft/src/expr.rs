@@ -465,6 +465,29 @@ pub fn match_addr_prefix(daddr: bool, net: IpAddr, prefix: u8) -> Vec<Expr> {
     v
 }
 
+/// xt_conntrack `--ctstate` bits (XT_CONNTRACK_STATE_BIT(IP_CT_ESTABLISHED=0) |
+/// ..._BIT(IP_CT_RELATED=1)).
+pub const XT_CTSTATE_RELATED_ESTABLISHED: u16 = (1 << 1) | (1 << 2);
+/// xt_conntrack `--ctstate DNAT` (1 << (IP_CT_NUMBER + 2)).
+pub const XT_CTSTATE_DNAT: u16 = 1 << 7;
+
+/// `-m conntrack --ctstate <states>` as iptables-nft writes it: an xtables
+/// compat match (rev 3) with a `struct xt_conntrack_mtinfo3` (XT_ALIGN'ed
+/// size 168; host-order u16 `match_flags` at 146 and `state_mask` at 150, see
+/// `linux/netfilter/xt_conntrack.h`). For rules in iptables' own chains,
+/// which iptables must be able to list.
+pub fn xt_conntrack_state(states: u16) -> Expr {
+    const XT_CONNTRACK_STATE: u16 = 1;
+    let mut info = vec![0u8; 168];
+    info[146..148].copy_from_slice(&XT_CONNTRACK_STATE.to_ne_bytes());
+    info[150..152].copy_from_slice(&states.to_ne_bytes());
+    Expr::Match {
+        name: "conntrack".into(),
+        rev: 3,
+        info,
+    }
+}
+
 /// `ct` keys used here (NFT_CT_*).
 pub const NFT_CT_STATE: u32 = 0;
 pub const NFT_CT_STATUS: u32 = 2;

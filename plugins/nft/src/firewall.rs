@@ -50,11 +50,12 @@ use crate::expr::{
 };
 use crate::owner::{owner_comment, parse_owner, validate_owner};
 use crate::query;
+use crate::retry;
 use crate::socket::NftSocket;
 use crate::sys::{IFNAMSIZ, NFT_REG_1, NFT_REG_2};
 use crate::types::*;
 
-pub const TABLE: &str = "cni_rs_fw";
+pub const TABLE: &str = crate::tables::FIREWALL;
 pub const FAMILY: Family = Family::Inet;
 pub const FORWARD: &str = "forward";
 pub const ADMIN: &str = "admin";
@@ -62,7 +63,6 @@ pub const ADMIN: &str = "admin";
 pub const DEFAULT_ADMIN_CHAIN: &str = "CNI-ADMIN";
 /// Rules of the `forward` chain (CHECK compares the count).
 const FORWARD_RULES: usize = 7;
-const MAX_ATTEMPTS: usize = 16;
 
 /// What a set holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,8 +332,7 @@ impl Firewall {
         let mut infra = need_admin;
         let mut forward_exists = false;
         let mut replace = vec![false; targets.len()];
-        let mut last_err = None;
-        for _ in 0..MAX_ATTEMPTS {
+        retry::rejected("firewall add", || {
             let mut b = Batch::new();
             let mut tags = OpTags::new(Tag::Other);
             if infra {
@@ -369,7 +368,7 @@ impl Firewall {
                 tags.set(i, Tag::AddElem(ei));
             }
             let Some(err) = b.try_commit(&mut self.sock)? else {
-                return Ok(());
+                return Ok(Ok(()));
             };
             for f in err.failures() {
                 match (tags.get(f.index), f.errno) {
@@ -387,9 +386,8 @@ impl Firewall {
                     _ => return Err(err),
                 }
             }
-            last_err = Some(err);
-        }
-        Err(last_err.unwrap_or_else(|| Error::Protocol("firewall add: no attempt made".into())))
+            Ok(Err(err))
+        })
     }
 
     /// What of the attachment's state is missing or owned by someone else, as readable

@@ -45,9 +45,13 @@
 
 use crate::batch::{Batch, Create};
 use crate::error::{Error, Result};
-use crate::expr::{match_ifname, CmpOp, Expr, MetaKey, Verdict};
+use crate::expr::{
+    match_ifname, xt_conntrack_state, CmpOp, Expr, MetaKey, Verdict, XT_CTSTATE_DNAT,
+    XT_CTSTATE_RELATED_ESTABLISHED,
+};
 use crate::masq::{FAMILY, TABLE};
 use crate::query;
+use crate::retry::{self, Plan};
 use crate::socket::NftSocket;
 use crate::sys::{NFT_REG_1, NFT_REG_2};
 use crate::types::*;
@@ -278,23 +282,6 @@ fn docker_comment(bridge: &str) -> String {
     format!("cni-rs bridge {bridge}")
 }
 
-/// `struct xt_conntrack_mtinfo3` for `--ctstate RELATED,ESTABLISHED`
-/// (XT_ALIGN'ed size 168; host-order u16 fields `match_flags` at 146 and
-/// `state_mask` at 150, see `linux/netfilter/xt_conntrack.h`).
-fn conntrack_related_established() -> Expr {
-    const XT_CONNTRACK_STATE: u16 = 1;
-    // XT_CONNTRACK_STATE_BIT(IP_CT_ESTABLISHED=0) | ..._BIT(IP_CT_RELATED=1)
-    const STATE_MASK: u16 = (1 << 1) | (1 << 2);
-    let mut info = vec![0u8; 168];
-    info[146..148].copy_from_slice(&XT_CONNTRACK_STATE.to_ne_bytes());
-    info[150..152].copy_from_slice(&STATE_MASK.to_ne_bytes());
-    Expr::Match {
-        name: "conntrack".into(),
-        rev: 3,
-        info,
-    }
-}
-
 fn docker_rules(fam: Family, chain: &str, bridge: &str) -> [RuleSpec; 2] {
     let mk = |exprs: Vec<Expr>| RuleSpec {
         family: fam,
@@ -308,7 +295,7 @@ fn docker_rules(fam: Family, chain: &str, bridge: &str) -> [RuleSpec; 2] {
     inbound.extend([Expr::Counter, Expr::Immediate(Verdict::Accept)]);
     let mut replies: Vec<Expr> = match_ifname(true, bridge).into();
     replies.extend([
-        conntrack_related_established(),
+        xt_conntrack_state(XT_CTSTATE_RELATED_ESTABLISHED),
         Expr::Counter,
         Expr::Immediate(Verdict::Accept),
     ]);
@@ -406,33 +393,25 @@ fn ensure_accept_rules(
         Some((true, true)) => return Ok(Some(false)),
         Some(_) => {}
     }
-    for _ in 0..MAX_ATTEMPTS {
-        // Read the generation before checking, so that the batch is
-        // rejected if anything changed after the check.
-        let genid = query::generation(sock)?;
+    let gave_up = || {
+        format!("{fam} filter {chain}: ruleset kept changing during {MAX_ATTEMPTS} attempts to add the rules for interface {iface}; retry")
+    };
+    retry::at_generation(sock, MAX_ATTEMPTS, gave_up, |sock| {
         let (have_in, have_out) = match accept_rules_present(sock, fam, chain, iface)? {
-            None => return Ok(None),
-            Some((true, true)) => return Ok(Some(false)),
+            None => return Ok(Plan::Done(None)),
+            Some((true, true)) => return Ok(Plan::Done(Some(false))),
             Some(h) => h,
         };
         let [inbound, replies] = docker_rules(fam, chain, iface);
-        let mut b = Batch::new().with_genid(genid);
+        let mut b = Batch::new();
         if !have_out {
             b.add_rule(&replies);
         }
         if !have_in {
             b.add_rule(&inbound);
         }
-        match b.commit(sock) {
-            Ok(()) => return Ok(Some(true)),
-            // Ruleset changed since we looked (or the chain vanished): look again.
-            Err(e) if e.errno() == Some(libc::ERESTART) || e.is_not_found() => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(Error::Protocol(format!(
-        "{fam} filter {chain}: ruleset kept changing during {MAX_ATTEMPTS} attempts to add the rules for interface {iface}; retry"
-    )))
+        Ok(Plan::Commit(b, Some(true)))
+    })
 }
 
 fn validate_iface(iface: &str) -> Result<()> {
@@ -498,26 +477,10 @@ fn dnat_comment(bridge: &str) -> String {
     format!("cnm-shim dnat {bridge}")
 }
 
-/// `-m conntrack --ctstate DNAT` (`struct xt_conntrack_mtinfo3`, 168 bytes
-/// XT_ALIGN'ed; host-order u16 `match_flags` at 146 and `state_mask` at 150;
-/// XT_CONNTRACK_STATE_DNAT = 1 << (IP_CT_NUMBER + 2) = 1 << 7).
-fn conntrack_dnat() -> Expr {
-    const XT_CONNTRACK_STATE: u16 = 1;
-    const STATE_DNAT: u16 = 1 << 7;
-    let mut info = vec![0u8; 168];
-    info[146..148].copy_from_slice(&XT_CONNTRACK_STATE.to_ne_bytes());
-    info[150..152].copy_from_slice(&STATE_DNAT.to_ne_bytes());
-    Expr::Match {
-        name: "conntrack".into(),
-        rev: 3,
-        info,
-    }
-}
-
 fn dnat_accept_rule(fam: Family, bridge: &str) -> RuleSpec {
     let mut exprs: Vec<Expr> = match_ifname(true, bridge).into();
     exprs.extend([
-        conntrack_dnat(),
+        xt_conntrack_state(XT_CTSTATE_DNAT),
         Expr::Counter,
         Expr::Immediate(Verdict::Accept),
     ]);
@@ -541,36 +504,23 @@ pub fn ensure_dnat_accept(bridge: &str) -> Result<()> {
     let sock = &mut NftSocket::new()?;
     let comment = dnat_comment(bridge);
     for fam in [Family::Ip, Family::Ip6] {
-        let mut done = false;
-        for _ in 0..MAX_ATTEMPTS {
-            let genid = query::generation(sock)?;
+        let gave_up = || {
+            format!("{fam} filter {DOCKER_USER}: ruleset kept changing while adding the DNAT accept for {bridge}; retry")
+        };
+        retry::at_generation(sock, MAX_ATTEMPTS, gave_up, |sock| {
             let Some(rules) = query::list_rules(sock, fam, "filter", DOCKER_USER)? else {
-                done = true;
-                break;
+                return Ok(Plan::Done(()));
             };
             if rules
                 .iter()
                 .any(|r| r.comment.as_deref() == Some(comment.as_str()))
             {
-                done = true;
-                break;
+                return Ok(Plan::Done(()));
             }
-            let mut b = Batch::new().with_genid(genid);
+            let mut b = Batch::new();
             b.add_rule(&dnat_accept_rule(fam, bridge));
-            match b.commit(sock) {
-                Ok(()) => {
-                    done = true;
-                    break;
-                }
-                Err(e) if e.errno() == Some(libc::ERESTART) || e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        if !done {
-            return Err(Error::Protocol(format!(
-                "{fam} filter {DOCKER_USER}: ruleset kept changing while adding the DNAT accept for {bridge}; retry"
-            )));
-        }
+            Ok(Plan::Commit(b, ()))
+        })?;
     }
     Ok(())
 }

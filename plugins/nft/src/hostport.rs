@@ -61,13 +61,14 @@ use crate::expr::{
 };
 use crate::owner::{parse_owner, validate_owner};
 use crate::query;
+use crate::retry;
 use crate::socket::NftSocket;
 use crate::sys::{
     NFTA_DATA_VALUE, NFTA_IMMEDIATE_DATA, NFTA_IMMEDIATE_DREG, NFT_REG_1, NFT_REG_2, NLA_F_NESTED,
 };
 use crate::types::*;
 
-pub const TABLE: &str = "cni_rs_ports";
+pub const TABLE: &str = crate::tables::PORTS;
 pub const FAMILY: Family = Family::Inet;
 pub const CLAIMS: &str = "claims";
 pub const INTERNAL_SET: &str = "internal";
@@ -75,7 +76,6 @@ pub const INTERNAL_SELF_SET: &str = "internal_self";
 const DNAT_CHAIN: &str = "dnat";
 /// Created last in the infrastructure transaction: present iff all is.
 const LAST_CHAIN: &str = "forward";
-const MAX_ATTEMPTS: usize = 16;
 /// Every per-attachment set of the table.
 const OWNED_SETS: [&str; 9] = [
     CLAIMS, "ip4", "any4", "ip6", "any6", "hairpin4", "hairpin6", "masqall4", "masqall6",
@@ -634,8 +634,7 @@ impl HostPorts {
             return Ok(());
         }
         let mut infra = false;
-        let mut last_err = None;
-        for _ in 0..MAX_ATTEMPTS {
+        retry::rejected("portmap add", || {
             let mut b = Batch::new();
             let mut excl = Vec::new();
             if infra {
@@ -664,10 +663,10 @@ impl HostPorts {
                 ));
             }
             if ops.is_empty() {
-                return Ok(());
+                return Ok(Ok(()));
             }
             let Some(err) = b.try_commit(&mut self.sock)? else {
-                return Ok(());
+                return Ok(Ok(()));
             };
             let mut taken = Vec::new();
             for f in err.failures() {
@@ -701,9 +700,8 @@ impl HostPorts {
                     return Err(conflict(w, &have));
                 }
             }
-            last_err = Some(err);
-        }
-        Err(last_err.unwrap_or_else(|| Error::Protocol("portmap add: no attempt made".into())))
+            Ok(Err(err))
+        })
     }
 
     /// Removes the attachment's elements in one transaction. With `maps`

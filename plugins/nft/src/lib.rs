@@ -9,8 +9,14 @@
 //! [`spoofchk::SpoofChk`] (`macspoofchk`, bridge family) and
 //! [`hostport::HostPorts`] (published ports: the `portmap` plugin and
 //! cnm-shim's `-p`, one engine).
+//!
+//! Socket, message framing, error/ext-ack parsing and attribute encoding are
+//! `cni_netlink::nl`, the one netlink layer shared with the rtnetlink client;
+//! this crate adds the nfnetlink header, batches and nf_tables bodies.
 
-mod attr;
+// Netlink attributes (TLVs), from the shared layer.
+use cni_netlink::nl::attr;
+
 pub mod batch;
 pub mod error;
 pub mod expr;
@@ -21,9 +27,11 @@ pub mod masq;
 mod msg;
 pub mod owner;
 pub mod query;
+mod retry;
 pub mod socket;
 pub mod spoofchk;
 mod sys;
+pub mod tables;
 pub mod types;
 mod udata;
 pub mod vxlan_guard;

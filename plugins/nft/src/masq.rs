@@ -57,15 +57,15 @@ use crate::error::{Error, Result};
 use crate::expr::{load_addr, match_addr_prefix, match_nfproto, nfproto_of, Expr, Verdict};
 use crate::owner::{owner_comment, parse_owner, validate_owner};
 use crate::query;
+use crate::retry::{self, Plan};
 use crate::socket::NftSocket;
 use crate::sys::NFT_REG_1;
 use crate::types::*;
 
-pub const TABLE: &str = "cni_rs";
+pub const TABLE: &str = crate::tables::MAIN;
 pub const FAMILY: Family = Family::Inet;
 pub const POSTROUTING: &str = "postrouting";
 const SUBNET_PREFIX: [&str; 2] = ["masq4-", "masq6-"];
-const MAX_ATTEMPTS: usize = 16;
 
 /// One masqueraded container address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,8 +308,7 @@ impl MasqSetup {
         let mut stale: Option<Vec<SetElement>> = None;
         let mut subnet_exists = vec![false; subnets.len()];
         let mut replace = vec![false; targets.len()];
-        let mut last_err = None;
-        for _ in 0..MAX_ATTEMPTS {
+        retry::rejected("ipMasq add", || {
             let mut b = Batch::new();
             let mut tags = OpTags::new(Tag::Other);
             if infra && stale.is_none() {
@@ -339,7 +338,7 @@ impl MasqSetup {
                 tags.set(i, Tag::AddElem(ei));
             }
             let Some(err) = b.try_commit(&mut self.sock)? else {
-                return Ok(());
+                return Ok(Ok(()));
             };
             for f in err.failures() {
                 match (tags.get(f.index), f.errno) {
@@ -359,9 +358,8 @@ impl MasqSetup {
                     _ => return Err(err),
                 }
             }
-            last_err = Some(err);
-        }
-        Err(last_err.unwrap_or_else(|| Error::Protocol("ipMasq add: no attempt made".into())))
+            Ok(Err(err))
+        })
     }
 
     /// Removes this attachment's elements. With `ips` (from prevResult)
@@ -459,22 +457,20 @@ impl MasqSetup {
     /// after it looked (e.g. an ADD put an element into one of them), the
     /// kernel rejects the batch and it looks again.
     pub fn prune_subnets(&mut self) -> Result<()> {
-        for _ in 0..MAX_ATTEMPTS {
-            let genid = query::generation(&mut self.sock)?;
+        let gave_up = || "ipMasq prune: ruleset kept changing; retry".to_string();
+        retry::at_generation(&mut self.sock, retry::ATTEMPTS, gave_up, |sock| {
             let mut empty = Vec::new();
-            for s in self.subnets()? {
-                if query::list_elements(&mut self.sock, FAMILY, TABLE, &s.name)?
-                    .is_some_and(|e| e.is_empty())
+            for s in list_subnets(sock)? {
+                if query::list_elements(sock, FAMILY, TABLE, &s.name)?.is_some_and(|e| e.is_empty())
                 {
                     empty.push(s.name);
                 }
             }
             if empty.is_empty() {
-                return Ok(());
+                return Ok(Plan::Done(()));
             }
-            let rules =
-                query::list_rules(&mut self.sock, FAMILY, TABLE, POSTROUTING)?.unwrap_or_default();
-            let mut b = Batch::new().with_genid(genid);
+            let rules = query::list_rules(sock, FAMILY, TABLE, POSTROUTING)?.unwrap_or_default();
+            let mut b = Batch::new();
             for name in &empty {
                 for r in rules
                     .iter()
@@ -485,15 +481,8 @@ impl MasqSetup {
                 b.del_chain(FAMILY, TABLE, name);
                 b.del_set(FAMILY, TABLE, name);
             }
-            match b.commit(&mut self.sock) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.errno() == Some(libc::ERESTART) || e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::Protocol(
-            "ipMasq prune: ruleset kept changing; retry".into(),
-        ))
+            Ok(Plan::Commit(b, ()))
+        })
     }
 
     /// Elements for the target IPs in subnet sets other than the target's.
@@ -523,12 +512,7 @@ impl MasqSetup {
 
     /// Subnets present in the table (empty if there is no table).
     fn subnets(&mut self) -> Result<Vec<Subnet>> {
-        Ok(query::list_sets(&mut self.sock, FAMILY, TABLE)?
-            .into_iter()
-            .filter_map(|name| {
-                parse_subnet_name(&name).map(|(net, prefix)| Subnet { name, net, prefix })
-            })
-            .collect())
+        list_subnets(&mut self.sock)
     }
 
     fn elements(&mut self, subnets: &[Subnet]) -> Result<Vec<SetElement>> {
@@ -558,6 +542,16 @@ fn to_entry(l: &SetElement) -> Option<MasqEntry> {
         ifname: ifname.into(),
         subnet: l.set.clone(),
     })
+}
+
+/// The subnet sets of our table.
+fn list_subnets(sock: &mut NftSocket) -> Result<Vec<Subnet>> {
+    Ok(query::list_sets(sock, FAMILY, TABLE)?
+        .into_iter()
+        .filter_map(|name| {
+            parse_subnet_name(&name).map(|(net, prefix)| Subnet { name, net, prefix })
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -4,11 +4,12 @@
 use crate::attr::{self, AttrWriter, Attrs};
 use crate::error::{Error, Failure, Result};
 use crate::expr::{decode_list, Verdict};
-use crate::msg::{self, nft_type, NlMsg};
+use crate::msg::{self, nft_type};
 use crate::socket::NftSocket;
 use crate::sys::*;
 use crate::types::*;
 use crate::udata;
+use cni_netlink::nl::Msg;
 
 /// A dump is retried this often if the ruleset changed while it ran.
 const DUMP_ATTEMPTS: usize = 8;
@@ -56,16 +57,17 @@ fn request_once(
     let mut out = Vec::new();
     let mut failure = None;
     let mut interrupted = false;
-    sock.recv_until(what, |m: NlMsg<'_>| {
+    sock.recv_until(what, |m: Msg<'_>| {
         if m.seq != seq {
             return Ok(false);
         }
         interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
         match m.ty {
-            NLMSG_DONE => Ok(true),
-            NLMSG_ERROR => {
+            NLMSG_ERROR | NLMSG_DONE => {
+                // An ACK or error; for a dump, its end with its status.
                 let e = m
                     .error()
+                    .or_else(|| m.done())
                     .ok_or_else(|| Error::Protocol(format!("malformed error reply to {what}")))?;
                 if e.errno != 0 {
                     failure = Some(Failure {
@@ -78,7 +80,7 @@ fn request_once(
                 Ok(true)
             }
             _ => {
-                out.push(m.nft_attrs().to_vec());
+                out.push(msg::nft_attrs(&m).to_vec());
                 Ok(false)
             }
         }

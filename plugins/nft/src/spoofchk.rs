@@ -46,6 +46,7 @@
 //! whose host veth name was reused, or an earlier ADD of the same owner),
 //! which are replaced in the same transaction as the new ones are added.
 
+use cni_netlink::{fmt_mac, parse_mac_record};
 use sha2::{Digest, Sha256};
 
 use crate::batch::{self, Batch, Create, OpTags, Split};
@@ -53,11 +54,12 @@ use crate::error::{Error, Result};
 use crate::expr::{load_ether_saddr, Expr, MetaKey, Verdict};
 use crate::owner::{owner_comment, parse_owner};
 use crate::query;
+use crate::retry;
 use crate::socket::NftSocket;
 use crate::sys::{IFNAMSIZ, NFT_REG_1, NFT_REG_2};
 use crate::types::*;
 
-pub const TABLE: &str = "cni_rs";
+pub const TABLE: &str = crate::tables::MAIN;
 pub const FAMILY: Family = Family::Bridge;
 pub const CHAIN: &str = "prerouting";
 pub const PORTS_SET: &str = "spoofchk_ports";
@@ -68,7 +70,6 @@ pub const OWNERS_SET: &str = "spoofchk_owners";
 pub const PRIORITY: i32 = -300;
 const RULE_COMMENT: &str =
     "cni-rs macspoofchk: drop frames from a protected port with a foreign source MAC";
-const MAX_ATTEMPTS: usize = 16;
 
 /// One protected attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,26 +79,6 @@ pub struct SpoofEntry {
     pub ifname: String,
     pub host_veth: String,
     pub mac: [u8; 6],
-}
-
-fn format_mac(m: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    )
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut m = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in m.iter_mut() {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(m)
 }
 
 /// Index key of an owner: 15 hex digits (60 bits) of SHA-256, the longest
@@ -112,7 +93,7 @@ fn index_key(owner: &str) -> String {
 
 /// `<network> <containerID> <ifname> <hostVeth> <mac>`.
 fn index_comment(owner: &str, host_veth: &str, mac: &[u8; 6]) -> String {
-    format!("{owner} {host_veth} {}", format_mac(mac))
+    format!("{owner} {host_veth} {}", fmt_mac(mac))
 }
 
 /// (owner, host veth, MAC) of an index comment.
@@ -120,7 +101,7 @@ fn parse_index(comment: &str) -> Option<(&str, &str, [u8; 6])> {
     let (rest, mac) = comment.rsplit_once(' ')?;
     let (owner, veth) = rest.rsplit_once(' ')?;
     parse_owner(owner)?;
-    Some((owner, veth, parse_mac(mac)?))
+    Some((owner, veth, parse_mac_record(mac)?))
 }
 
 /// The (network, containerID, ifname) an element of any of our sets
@@ -302,8 +283,7 @@ impl SpoofChk {
         let mut infra = false;
         let mut chain_exists = false;
         let mut stale: Vec<SetElement> = Vec::new();
-        let mut last_err = None;
-        for _ in 0..MAX_ATTEMPTS {
+        retry::rejected("macspoofchk add", || {
             let mut b = Batch::new();
             let mut tags = OpTags::new(Tag::Other);
             if infra {
@@ -325,7 +305,7 @@ impl SpoofChk {
             tags.set(i, Tag::AddIndex);
 
             let Some(err) = b.try_commit(&mut self.sock)? else {
-                return Ok(());
+                return Ok(Ok(()));
             };
             let (mut port_taken, mut index_taken, mut restale) = (false, false, false);
             for f in err.failures() {
@@ -355,9 +335,8 @@ impl SpoofChk {
             if index_taken || restale {
                 self.stale_of_owner(&owner, &mut stale)?;
             }
-            last_err = Some(err);
-        }
-        Err(last_err.unwrap_or_else(|| Error::Protocol("macspoofchk add: no attempt made".into())))
+            Ok(Err(err))
+        })
     }
 
     /// Removes this attachment's elements, found through the owner index:
@@ -552,7 +531,7 @@ mod tests {
         assert_eq!(element_owner(&e), Some(("net", "c1", "eth0")));
         assert_eq!(parse_index("net c1 eth0 veth1"), None);
         assert_eq!(parse_index("net c1 eth0 veth1 0a:58:00:00:ff"), None);
-        assert_eq!(parse_mac("0a:58:00:00:ff:05:00"), None);
+        assert_eq!(parse_mac_record("0a:58:00:00:ff:05:00"), None);
         let k = index_key("net c1 eth0");
         assert_eq!(k.len(), 15);
         assert_ne!(k, index_key("net c1 eth1"));

@@ -4,22 +4,14 @@
 //! for the objects this crate handles, so some values are unused.
 #![allow(dead_code)]
 
-pub const NETLINK_NETFILTER: isize = 12;
+pub use netlink_sys::protocols::NETLINK_NETFILTER;
 
-// netlink core
-pub const NLMSG_HDRLEN: usize = 16;
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLM_F_REQUEST: u16 = 0x1;
-pub const NLM_F_ACK: u16 = 0x4;
-pub const NLM_F_DUMP_INTR: u16 = 0x10;
-pub const NLM_F_DUMP: u16 = 0x300;
-pub const NLM_F_EXCL: u16 = 0x200;
-pub const NLM_F_CREATE: u16 = 0x400;
-pub const NLM_F_APPEND: u16 = 0x800;
-pub const NLA_F_NESTED: u16 = 1 << 15;
-pub const NLA_TYPE_MASK: u16 = !((1 << 15) | (1 << 14));
-pub const NLMSGERR_ATTR_MSG: u16 = 1;
+// netlink core: the shared layer's constants.
+pub use cni_netlink::nl::attr::NLA_F_NESTED;
+pub use cni_netlink::nl::frame::{
+    NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_EXCL, NLM_F_REQUEST,
+};
 
 // nfnetlink
 pub const NFGENMSG_LEN: usize = 4;

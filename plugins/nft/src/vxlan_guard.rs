@@ -21,7 +21,7 @@ use crate::socket::NftSocket;
 use crate::sys::{NFT_PAYLOAD_TRANSPORT_HEADER, NFT_REG_1};
 use crate::types::*;
 
-pub const TABLE: &str = "cnm_vxlan";
+pub const TABLE: &str = crate::tables::VXLAN_GUARD;
 pub const CHAIN: &str = "input";
 
 pub fn set_name(vni: u32) -> String {

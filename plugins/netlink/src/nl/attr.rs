@@ -2,15 +2,16 @@
 //!
 //! Layout: `u16 nla_len` (host order, header included), `u16 nla_type`
 //! (host order, flags in the top two bits), payload, padding to 4 bytes.
-//! nf_tables integer payloads are big-endian; callers use [`put_be32`].
+//! nf_tables integer payloads are big-endian ([`AttrWriter::put_be32`]).
 
-use crate::sys::{NLA_F_NESTED, NLA_TYPE_MASK};
+use super::frame::align;
 
-const NLA_HDRLEN: usize = 4;
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
+/// Attribute header length (`struct nlattr`).
+pub const NLA_HDRLEN: usize = 4;
+/// Nested-attribute flag in `nla_type`.
+pub const NLA_F_NESTED: u16 = 1 << 15;
+/// `nla_type` without the NESTED and NET_BYTEORDER flags.
+pub const NLA_TYPE_MASK: u16 = !((1 << 15) | (1 << 14));
 
 /// Appends attributes to a message buffer. Nesting is tracked by offsets so
 /// the buffer can be the message being built.
@@ -30,7 +31,7 @@ impl<'a> AttrWriter<'a> {
         self.buf.extend_from_slice(&len16.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(data);
-        self.buf.resize(align4(self.buf.len()), 0);
+        self.buf.resize(align(self.buf.len()), 0);
     }
 
     pub fn put_be32(&mut self, ty: u16, v: u32) {
@@ -97,7 +98,7 @@ impl<'a> Iterator for Attrs<'a> {
             return None;
         }
         let payload = &self.rest[NLA_HDRLEN..len];
-        self.rest = self.rest.get(align4(len)..).unwrap_or(&[]);
+        self.rest = self.rest.get(align(len)..).unwrap_or(&[]);
         Some((ty, payload))
     }
 }
