@@ -54,11 +54,19 @@ pub fn marker_path(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join(format!(".{name}.rsboot"))
 }
 
-/// This boot: its id and its start, in seconds since the epoch.
+/// This boot: its id, and (read only when a sweep needs it) its start in seconds since the
+/// epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Boot {
     pub id: String,
-    pub start: i64,
+    source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Kernel,
+    #[cfg(debug_assertions)]
+    Override(PathBuf),
 }
 
 impl Boot {
@@ -67,18 +75,29 @@ impl Boot {
         #[cfg(debug_assertions)]
         if let Some(p) = std::env::var_os(BOOT_ID_OVERRIDE) {
             let id = fs::read_to_string(&p).ok()?.trim().to_string();
-            let start = fs::metadata(&p).ok()?.mtime();
-            return (!id.is_empty()).then_some(Boot { id, start });
+            let source = Source::Override(PathBuf::from(p));
+            return (!id.is_empty()).then_some(Boot { id, source });
         }
         let id = fs::read_to_string(BOOT_ID).ok()?.trim().to_string();
-        let stat = fs::read_to_string("/proc/stat").ok()?;
-        let start = stat
-            .lines()
-            .find_map(|l| l.strip_prefix("btime "))?
-            .trim()
-            .parse()
-            .ok()?;
-        (!id.is_empty()).then_some(Boot { id, start })
+        (!id.is_empty()).then_some(Boot {
+            id,
+            source: Source::Kernel,
+        })
+    }
+
+    /// When this boot started (`btime` of `/proc/stat`).
+    pub fn start(&self) -> Option<i64> {
+        match &self.source {
+            Source::Kernel => fs::read_to_string("/proc/stat")
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("btime "))?
+                .trim()
+                .parse()
+                .ok(),
+            #[cfg(debug_assertions)]
+            Source::Override(p) => fs::metadata(p).ok().map(|m| m.mtime()),
+        }
     }
 }
 
@@ -201,6 +220,12 @@ pub fn settle(dir: &NetDir, data_dir: &Path, name: &str) -> usize {
 /// The reservation files that predate `boot`: all of them when the index is sealed, else those
 /// whose ctime is in a second before the boot.
 fn before_boot(dir: &NetDir, boot: &Boot, sealed: bool) -> io::Result<Vec<Doomed>> {
+    let start = if sealed {
+        i64::MAX
+    } else {
+        boot.start()
+            .ok_or_else(|| io::Error::other("boot time unknown"))?
+    };
     let mut out = Vec::new();
     for e in fs::read_dir(dir.path())? {
         let e = e?;
@@ -208,7 +233,7 @@ fn before_boot(dir: &NetDir, boot: &Boot, sealed: bool) -> io::Result<Vec<Doomed
             continue;
         };
         let Ok(m) = e.metadata() else { continue };
-        if !m.is_file() || (!sealed && m.ctime() >= boot.start) {
+        if !m.is_file() || m.ctime() >= start {
             continue;
         }
         out.push(Doomed {
@@ -263,8 +288,8 @@ mod tests {
 
     #[test]
     fn boot_of_this_kernel_is_readable() {
-        let b = Boot::current().expect("boot id and btime");
+        let b = Boot::current().expect("boot id");
         assert_eq!(b.id.len(), 36, "{b:?}");
-        assert!(b.start > 1_000_000_000, "{b:?}");
+        assert!(b.start().expect("btime") > 1_000_000_000, "{b:?}");
     }
 }

@@ -391,6 +391,9 @@ fn hl_data_dir_deleted_by_hand() {
 }
 
 #[test]
+// The child is reaped by `wait_rusage` (wait4), which std's `wait` cannot replace: it gives
+// the child's own peak RSS.
+#[allow(clippy::zombie_processes)]
 fn hl_stdin_over_the_limit_is_refused_fast_and_small() {
     let t = TempDir::new("hostlocal-bigstdin");
     let ns = Netns::new();
