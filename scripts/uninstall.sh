@@ -64,7 +64,8 @@ for c in "${confs[@]}"; do
         [ "$type" = bridge ] && add_unique bridges "${br:-cni0}"
         if [ "$ipam" = host-local ] && [ -n "$name" ]; then
             d="${datadir:-/var/lib/cni/networks}"
-            for p in "$d/$name" "$d/.$name.rsindex" "$d/.$name.rspool"; do
+            for p in "$d/$name" "$d/.$name.rsindex" "$d/.$name.rspool" "$d/.$name.rsboot" \
+                "$d/.$name.rsboot.tmp"; do
                 [ -e "$p" ] && add_unique dirs "$p"
             done
         fi

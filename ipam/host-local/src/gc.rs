@@ -10,12 +10,12 @@ use cni_core::{CniError, Code, Request};
 
 use crate::config::IpamConfig;
 use crate::index::Index;
-use crate::store::{go_trim, NetDir};
+use crate::store::go_trim;
 
 /// Runs GC on the network directory of `conf`.
 pub fn run(req: &Request, conf: &IpamConfig) -> Result<(), CniError> {
     let valid = valid_attachments(&req.conf)?;
-    let dir = NetDir::open(&conf.data_dir, &conf.name)?;
+    let dir = crate::verbs::open_dir(conf)?;
     let all = dir.scan().map_err(|e| {
         CniError::new(
             Code::Io,

@@ -78,6 +78,17 @@ pub fn index_path(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join(format!(".{name}.rsindex"))
 }
 
+/// Whether nothing but us changed `dir` since our last call: the index's stamp is still its
+/// mtime. Reads the header only (no repair).
+pub fn is_sealed(dir: &NetDir, data_dir: &Path, name: &str) -> bool {
+    let mut b = [0u8; HEADER as usize];
+    let header = File::open(index_path(data_dir, name))
+        .and_then(|f| f.read_exact_at(&mut b, 0))
+        .ok()
+        .and_then(|_| Header::decode(&b));
+    matches!((header, dir.mtime()), (Some(h), Ok(m)) if h.stamp == m)
+}
+
 /// The key of an owner: the first 16 bytes of sha256 of its content.
 pub fn key(owner: &Owner) -> [u8; 16] {
     let d = Sha256::digest(owner.bytes());

@@ -5,10 +5,11 @@
 //!
 //! Modules, one job each: `config` (the IPAM config and its validation), `range` (range math and
 //! iteration order), `allocator` (round-robin and requested addresses), `store` (the reference's
-//! file format and lock), `index` (the O(1) lookup hint), `pool` (recycled inodes), `dns`
+//! file format and lock), `index` (the O(1) lookup hint), `pool` (recycled inodes), `boot` (releasing what a reboot left behind), `dns`
 //! (resolv.conf), `gc`, and `verbs` (ADD/DEL/CHECK/STATUS glue).
 
 pub mod allocator;
+pub mod boot;
 pub mod config;
 pub mod dns;
 pub mod gc;

@@ -135,12 +135,14 @@ impl NetDir {
             .with_details("ipam.dataDir must name a writable directory"));
         }
         let lock_path = path.join(LOCK_FILE);
-        let lock = open_lock(&lock_path).map_err(|e| {
-            io_err("cannot open the lock file", &lock_path, &e)
-                .with_details("ipam.dataDir must name a writable directory")
-        })?;
-        lock.lock()
-            .map_err(|e| io_err("cannot lock", &lock_path, &e))?;
+        let lock = lock_current(&lock_path)?;
+        // The lock file can be removed by hand while a call holds it, and the next caller then
+        // locks a new file: our own calls also lock the directory itself, which no `rm` can
+        // replace (the Go plugin only takes `lock`; against it, O_EXCL still keeps addresses
+        // unique). Always after `lock`, so no two orders ever wait on each other.
+        handle
+            .lock()
+            .map_err(|e| io_err("cannot lock", &path, &e))?;
         Ok(NetDir {
             path,
             handle,
@@ -264,6 +266,32 @@ impl NetDir {
         self.handle
             .set_modified(UNIX_EPOCH + Duration::new(secs, nsec))
     }
+}
+
+/// Locks `lock`, and makes sure the file locked is the one the path names when we get it: a
+/// caller that opened it before someone removed it would otherwise hold a lock nobody else
+/// takes.
+fn lock_current(lock_path: &Path) -> Result<File, CniError> {
+    for _ in 0..16 {
+        let lock = open_lock(lock_path).map_err(|e| {
+            io_err("cannot open the lock file", lock_path, &e)
+                .with_details("ipam.dataDir must name a writable directory")
+        })?;
+        lock.lock()
+            .map_err(|e| io_err("cannot lock", lock_path, &e))?;
+        let held = lock
+            .metadata()
+            .map_err(|e| io_err("cannot stat", lock_path, &e))?;
+        match fs::metadata(lock_path) {
+            Ok(m) if m.ino() == held.ino() && m.dev() == held.dev() => return Ok(lock),
+            // Removed or replaced while we waited: lock the current one.
+            _ => continue,
+        }
+    }
+    Err(CniError::new(
+        Code::TryAgainLater,
+        format!("the lock file {} keeps being replaced", lock_path.display()),
+    ))
 }
 
 fn open_lock(p: &Path) -> io::Result<File> {

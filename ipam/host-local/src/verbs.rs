@@ -12,6 +12,14 @@ use crate::index::Index;
 use crate::pool::Pool;
 use crate::store::{NetDir, Owner};
 
+/// Locks the network directory and releases what the previous boot left (see `boot`): every
+/// verb that takes the lock comes through here.
+pub fn open_dir(conf: &IpamConfig) -> Result<NetDir, CniError> {
+    let dir = NetDir::open(&conf.data_dir, &conf.name)?;
+    crate::boot::settle(&dir, &conf.data_dir, &conf.name);
+    Ok(dir)
+}
+
 /// A locked network directory with its index and pool of spare inodes.
 struct Session {
     dir: NetDir,
@@ -21,7 +29,7 @@ struct Session {
 
 impl Session {
     fn open(conf: &IpamConfig) -> Result<Session, CniError> {
-        let dir = NetDir::open(&conf.data_dir, &conf.name)?;
+        let dir = open_dir(conf)?;
         let index = Index::open(&dir, &conf.data_dir, &conf.name);
         let pool = Pool::new(
             &conf.data_dir,

@@ -242,13 +242,16 @@ fn legacy_and_foreign_files() {
     // A file "Go" deleted is noticed too.
     fs::remove_file(dir.join("10.1.2.2")).unwrap();
     assert!(a.check(&c).err().1.contains("Failed to find address"));
-    // Only our own index file and spare-inode pool sit beside the network directory.
+    // Only our own index file, spare-inode pool and boot marker sit beside the network directory.
     let mut names: Vec<String> = fs::read_dir(t.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, [".mynet.rsindex", ".mynet.rspool", "mynet"]);
+    assert_eq!(
+        names,
+        [".mynet.rsboot", ".mynet.rsindex", ".mynet.rspool", "mynet"]
+    );
 }
 
 #[test]

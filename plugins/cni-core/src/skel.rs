@@ -101,6 +101,13 @@ fn about_with(plugin_name: &str, versions: &[&str]) -> String {
     )
 }
 
+/// The most stdin a call reads. The largest honest input is a GC's
+/// `cni.dev/valid-attachments`, one `{"containerID":"<64 hex>","ifname":"..."}` (~110 bytes) per
+/// attachment on the node: 8 MiB holds ~75,000 of them, beyond any node's container count,
+/// while ADD's config with a prevResult and runtimeConfig is a few KiB. Anything larger is a bug
+/// or an attack, and reading it whole would cost ~3x its size in memory before failing.
+pub const MAX_STDIN: usize = 8 << 20;
+
 /// Runs one call against explicit inputs (the testable core of [`run`]).
 pub fn dispatch<P: Plugin>(
     plugin: &P,
@@ -125,8 +132,21 @@ pub fn dispatch<P: Plugin>(
         };
     }
     let mut bytes = Vec::new();
-    if let Err(e) = stdin.read_to_end(&mut bytes) {
+    if let Err(e) = stdin.take(MAX_STDIN as u64 + 1).read_to_end(&mut bytes) {
         let e = CniError::new(Code::Io, format!("error reading from stdin: {e}"));
+        return fail(&e, None);
+    }
+    if bytes.len() > MAX_STDIN {
+        // Refused before parsing, and without reading the rest: a runaway writer costs us at
+        // most the cap in memory, and the runtime sees EPIPE, which libcni ignores.
+        let e = CniError::new(
+            Code::InvalidConfig,
+            format!(
+                "network configuration on stdin is larger than the {} MiB limit",
+                MAX_STDIN >> 20
+            ),
+        )
+        .with_details("no runtime sends configs this large: check what generates it");
         return fail(&e, None);
     }
     let req = match build_request(env, bytes, plugin.versions()) {
@@ -372,6 +392,21 @@ mod tests {
         assert_eq!(err_of(&o), (1, "incompatible CNI versions".into()));
         let v: Value = serde_json::from_str(&o.stdout).unwrap();
         assert_eq!(v["cniVersion"], "9.9.9");
+    }
+
+    #[test]
+    fn stdin_over_the_cap_is_refused_without_parsing() {
+        // Valid JSON padded past the cap: refused for its size, not parsed.
+        let pad = " ".repeat(MAX_STDIN);
+        let big = format!(r#"{{"cniVersion":"1.0.0","name":"n"}}{pad}"#);
+        let (code, msg) = err_of(&run_with(ADD, &big));
+        assert_eq!(code, 7);
+        assert!(msg.contains("8 MiB limit"), "{msg}");
+        // Exactly at the cap is still accepted.
+        let head = r#"{"cniVersion":"1.0.0","name":"n"}"#;
+        let ok = format!("{head}{}", " ".repeat(MAX_STDIN - head.len()));
+        assert_eq!(ok.len(), MAX_STDIN);
+        assert_eq!(run_with(ADD, &ok).code, 0);
     }
 
     #[test]

@@ -181,6 +181,7 @@ fn uninstall_prints_refuses_without_tty_and_removes_only_ours() {
     }
     std::fs::write(d.p("networks/scrnet/10.250.0.2"), "x\r\neth0").unwrap();
     std::fs::write(d.p("networks/.scrnet.rsindex"), "").unwrap();
+    std::fs::write(d.p("networks/.scrnet.rsboot"), "boot\n").unwrap();
     std::fs::create_dir_all(d.p("etc/systemd/system")).unwrap();
     for u in ["cnm-shim.socket", "cnm-shim.service"] {
         std::fs::copy(
@@ -246,6 +247,7 @@ fn uninstall_prints_refuses_without_tty_and_removes_only_ours() {
         "etc/systemd/system/cnm-shim.service",
         "networks/scrnet",
         "networks/.scrnet.rsindex",
+        "networks/.scrnet.rsboot",
         "run/cni/tuning",
         "var/lib/cnm-shim",
         "var/lib/cni-rs",
