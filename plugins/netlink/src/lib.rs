@@ -9,6 +9,7 @@
 
 mod addr;
 mod bridge_vlan;
+mod errno;
 mod error;
 mod link;
 mod neigh;
