@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Merges the per-bench JSON files of scripts/bench-report.sh into one results file and draws it.
 
-Usage: bench-chart.py OUT_DIR MACHINE_JSON BENCH_JSON...
+Usage: bench-chart.py [--readme README.md] OUT_DIR MACHINE_JSON BENCH_JSON...
 Writes OUT_DIR/results.json (machine + every bench's rows), OUT_DIR/results.md (one table per
 bench, ours against the peer with the ratio) and OUT_DIR/results.png (one panel per group, ours
-and the peer side by side, log scale when the bars differ by more than 20x).
+and the peer side by side, log scale when the bars differ by more than 20x). With --readme, the
+tables also replace the part of that file between the bench-report begin/end markers.
 Each BENCH_JSON is {"bench", "params", "rows": [{group, metric, unit, better, ours, peer,
 peer_name}]} as written by the benches under BENCH_JSON=FILE (tests/src/bench.rs `Report`).
 """
@@ -135,13 +136,33 @@ def chart(results, path):
     fig.savefig(path, dpi=110)
 
 
+BEGIN = "<!-- bench-report:begin (written by scripts/bench-report.sh) -->"
+END = "<!-- bench-report:end -->"
+
+
+def update_readme(readme, md, png):
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"bench-chart: {readme} has no {BEGIN} ... {END} block")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    # The results file's own title is the README's section title already; tables one level down.
+    body = md.split("\n", 2)[2].replace("\n## ", "\n#### ")
+    block = f"{BEGIN}\n\n![benchmark chart]({png})\n\n{body.strip()}\n\n{END}"
+    readme.write_text(head + block + tail)
+
+
 def main():
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    readme = None
+    if args[:1] == ["--readme"]:
+        readme, args = Path(args[1]), args[2:]
+    if len(args) < 2:
         raise SystemExit(__doc__)
-    out = Path(sys.argv[1])
-    machine = json.loads(Path(sys.argv[2]).read_text())
+    out = Path(args[0])
+    machine = json.loads(Path(args[1]).read_text())
     benches = []
-    for p in sys.argv[3:]:
+    for p in args[2:]:
         p = Path(p)
         if not p.exists() or p.stat().st_size == 0:
             benches.append({"bench": p.stem, "error": "no figures (the bench failed; see its log)",
@@ -154,6 +175,10 @@ def main():
     (out / "results.md").write_text(markdown(results))
     chart(results, out / "results.png")
     print(f"wrote {out}/results.json, results.md, results.png")
+    if readme:
+        png = (out / "results.png").resolve().relative_to(readme.resolve().parent)
+        update_readme(readme, markdown(results), png)
+        print(f"updated {readme}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark, ours side by side with its peer, in one run, and writes the figures as
 # bench/results.json (with the machine: CPU, cores, kernel, date), bench/results.md (tables)
-# and bench/results.png (chart; matplotlib from PyPI in a venv under target/bench-venv):
+# and bench/results.png (chart; matplotlib from PyPI in a venv under target/bench-venv), and
+# puts the chart and tables into the README's Performance section:
 #   host-local at 10 / 1,000 / 20,000 reservations vs the reference  (bench-host-local.sh)
 #   bridge ADD/DEL and parallel ADD vs the reference                  (bench-bridge.sh)
 #   bridge -> portmap chain vs the reference                          (bench-portmap.sh)
@@ -10,7 +11,7 @@
 # Each bench writes its figures to the file named by BENCH_JSON; a bench that fails is shown as
 # failed in the report and the others still run (exit status 1 at the end).
 # Usage: scripts/bench-report.sh [--quick] [--out DIR]
-#   --quick  reduced iteration counts (about 10 minutes instead of about 30); the report says so
+#   --quick  reduced iteration counts (about 10-15 minutes instead of about 30); the report says so
 #   --out    where the three files go (default: bench/ in the repository)
 source "$(dirname "$0")/lib.sh"
 need_root
@@ -28,11 +29,11 @@ install_system_packages
 build_release >/dev/null
 
 if [ "$mode" = quick ]; then
-    a_ipam=(--iters 60 --ref-iters-large 10)
+    a_ipam=(--iters 40 --ref-iters-large 8)
     a_bridge=(--iterations 40)
-    a_portmap=(--iterations 15)
-    a_cnm=(10)
-    a_cluster=(--sim-hosts 100 --join-reps 3 --iterations 20 --iperf-seconds 3 --iperf-rounds 2)
+    a_portmap=(--iterations 12)
+    a_cnm=(8)
+    a_cluster=(--sim-hosts 60 --join-reps 3 --iterations 12 --iperf-seconds 3 --iperf-rounds 1)
 else
     a_ipam=() a_bridge=() a_portmap=() a_cnm=() a_cluster=()
 fi
@@ -74,7 +75,10 @@ if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q matplotlib
 fi
-"$venv/bin/python" "$REPO_ROOT/scripts/bench-chart.py" "$out" "$work/machine.json" "${files[@]}"
+readme=()
+# The README shows the latest figures when they go to the repository's bench/.
+[ "$out" = "$REPO_ROOT/bench" ] && readme=(--readme "$REPO_ROOT/README.md")
+"$venv/bin/python" "$REPO_ROOT/scripts/bench-chart.py" "${readme[@]}" "$out" "$work/machine.json" "${files[@]}"
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "failed benches: ${failed[*]}" >&2
