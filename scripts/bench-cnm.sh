@@ -5,6 +5,7 @@
 # throwaway network namespace, so nothing on the host's network changes. Prints the ratio
 # cnm/native of the total time (at most 1.0: the shim is no slower).
 # Usage: scripts/bench-cnm.sh [ITERATIONS]   (default 30; release binaries are built first)
+# BENCH_JSON=FILE also writes the figures as JSON (rows of ours vs peer; see scripts/bench-report.sh).
 source "$(dirname "$0")/lib.sh"
 need_root
 install_system_packages

@@ -26,7 +26,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 install_system_packages
-build_release >/dev/null
+# One build for every bench (they would each run cargo again otherwise).
+CNI_RS_PREBUILT="$(build_release)"
+export CNI_RS_PREBUILT
 
 if [ "$mode" = quick ]; then
     a_ipam=(--iters 40 --ref-iters-large 8)
