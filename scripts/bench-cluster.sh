@@ -11,6 +11,7 @@
 # arguments override it).
 # Usage: scripts/bench-cluster.sh [--sim-hosts N] [--join-reps N] [--iterations N]
 #                                 [--iperf-seconds S] [--iperf-rounds N] [--json FILE]
+# BENCH_JSON=FILE also writes the figures as JSON (rows of ours vs peer; see scripts/bench-report.sh).
 source "$(dirname "$0")/lib.sh"
 need_root
 install_system_packages

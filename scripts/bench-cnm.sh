@@ -5,6 +5,7 @@
 # throwaway network namespace, so nothing on the host's network changes. Prints the ratio
 # cnm/native of the total time (at most 1.0: the shim is no slower).
 # Usage: scripts/bench-cnm.sh [ITERATIONS]   (default 30; release binaries are built first)
+# BENCH_JSON=FILE also writes the figures as JSON (rows of ours vs peer; see scripts/bench-report.sh).
 source "$(dirname "$0")/lib.sh"
 need_root
 install_system_packages
@@ -125,5 +126,15 @@ printf '%-22s %10s %10s %10s\n' "native bridge" "$n_mean" "$n_med" "$n_p90"
 ratio=$(awk -v a="$c_total" -v b="$n_total" 'BEGIN {printf "%.3f", a/b}')
 echo
 echo "ratio cnm/native (total time of $iters runs): $ratio"
+if [ -n "${BENCH_JSON:-}" ]; then
+    # Machine-readable figures (same layout as the Rust benches' BENCH_JSON), for bench-report.sh.
+    row() { # METRIC OURS PEER
+        printf '{"group":"docker run --rm (busybox)","metric":"%s","unit":"ms","better":"lower","ours":%s,"peer":%s,"peer_name":"docker bridge driver"}' "$1" "$2" "$3"
+    }
+    printf '{"bench":"cnm","params":{"iterations":%d},"rows":[%s,%s,%s]}\n' "$iters" \
+        "$(row "mean" "$c_mean" "$n_mean")" "$(row "median" "$c_med" "$n_med")" \
+        "$(row "p90" "$c_p90" "$n_p90")" >"$BENCH_JSON"
+    echo "figures written to $BENCH_JSON"
+fi
 awk -v r="$ratio" 'BEGIN {exit !(r <= 1.0)}' && echo "OK: cnm-shim is no slower than docker's own bridge driver" \
     || echo "NOTE: cnm-shim is slower than docker's own bridge driver in this run"

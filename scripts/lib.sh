@@ -56,7 +56,13 @@ release_dir() {
 # them. The plugins are exec'd once per CNI call: a static binary skips the dynamic loader
 # (~0.3 ms of a ~1 ms start-up) and needs no C library at run time. Naming the host triple
 # explicitly keeps +crt-static off build scripts and proc-macros, which must stay dynamic.
+# CNI_RS_PREBUILT=DIR skips the build and uses the binaries already in DIR (e.g. to run several
+# benchmark scripts against one build).
 build_release() {
+    if [ -n "${CNI_RS_PREBUILT:-}" ]; then
+        echo "$CNI_RS_PREBUILT"
+        return
+    fi
     local triple
     triple="$(host_triple)"
     (cd "$REPO_ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \

@@ -84,6 +84,85 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The figures of one bench in machine-readable form, written as JSON to the file named by the
+/// `BENCH_JSON` environment variable (nothing when unset): `{"bench", "params", "rows"}`, one
+/// row per figure with ours, the peer's (when there is one) and which direction is better.
+/// `scripts/bench-report.sh` merges these files into `bench/results.json`.
+pub struct Report {
+    bench: &'static str,
+    params: serde_json::Value,
+    rows: Vec<serde_json::Value>,
+}
+
+/// Whether a smaller or a larger figure is better.
+#[derive(Clone, Copy)]
+pub enum Better {
+    Lower,
+    Higher,
+}
+
+impl Report {
+    pub fn new(bench: &'static str, params: serde_json::Value) -> Report {
+        Report {
+            bench,
+            params,
+            rows: Vec::new(),
+        }
+    }
+
+    /// One figure: `group` (a chart panel, e.g. "bridge"), `metric` (e.g. "ADD p50"), its unit,
+    /// ours, and the peer's figure with the peer's name (`None` when there is no peer).
+    pub fn row(
+        &mut self,
+        group: &str,
+        metric: &str,
+        unit: &str,
+        better: Better,
+        ours: f64,
+        peer: Option<(&str, f64)>,
+    ) {
+        let num = |x: f64| {
+            if x.is_finite() {
+                serde_json::json!(x)
+            } else {
+                serde_json::Value::Null
+            }
+        };
+        self.rows.push(serde_json::json!({
+            "group": group,
+            "metric": metric,
+            "unit": unit,
+            "better": match better { Better::Lower => "lower", Better::Higher => "higher" },
+            "ours": num(ours),
+            "peer": peer.map(|(_, v)| num(v)).unwrap_or(serde_json::Value::Null),
+            "peer_name": peer.map(|(n, _)| n),
+        }));
+    }
+
+    /// The report as JSON (also embedded by benches that write their own file).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"bench": self.bench, "params": self.params, "rows": self.rows})
+    }
+
+    /// Writes the report to `$BENCH_JSON`, if set; a write failure is fatal (the caller asked
+    /// for the file).
+    pub fn write(&self) {
+        let Some(path) = std::env::var_os("BENCH_JSON") else {
+            return;
+        };
+        let text = serde_json::to_string_pretty(&self.to_json()).expect("json") + "\n";
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("{}: write BENCH_JSON {path:?}: {e}", self.bench);
+            std::process::exit(1);
+        }
+        eprintln!(
+            "{}: figures written to {}",
+            self.bench,
+            PathBuf::from(path).display()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::percentile;

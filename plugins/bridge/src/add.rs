@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use cni_core::version::{family, ResultFamily};
 use cni_core::{CniError, CniResult, Command, Interface, Request};
-use cni_netlink::{LinkInfo, NetNs, Netlink, OperState, Veth};
+use cni_netlink::{LinkInfo, NetNs, OperState, Veth};
 
 use crate::config::{self, format_mac, Conf};
-use crate::errors::{bad_netns, nl, NlContext};
+use crate::errors::{bad_netns, NlContext};
+use crate::sys::{Links, Real, Sys};
 use crate::{container, firewall, gateway, host, ids, port};
 
 /// What this call created, undone in reverse order on failure.
@@ -21,9 +22,9 @@ struct Undo {
 }
 
 impl Undo {
-    fn run(&self, req: &Request, conf: &Conf, hnl: &mut Netlink) {
+    fn run<S: Sys>(&self, sys: &mut S, req: &Request, conf: &Conf, hnl: &mut S::Links) {
         if self.firewall {
-            if let Err(e) = firewall::teardown(conf, &req.env.container_id, &req.env.ifname, None) {
+            if let Err(e) = sys.firewall_teardown(conf, req, None) {
                 eprintln!("bridge: rollback: {e}");
             }
         }
@@ -36,7 +37,7 @@ impl Undo {
             }
         }
         if self.ipam {
-            if let Err(e) = crate::ipam::run(conf, Command::Del, req) {
+            if let Err(e) = sys.ipam(conf, Command::Del, req) {
                 eprintln!("bridge: rollback: IPAM DEL: {e}");
             }
         }
@@ -44,6 +45,11 @@ impl Undo {
 }
 
 pub fn add(req: &Request) -> Result<CniResult, CniError> {
+    add_with(&mut Real, req)
+}
+
+/// ADD against any [`Sys`] (the plugin passes [`Real`]; unit tests a recording fake).
+pub fn add_with<S: Sys>(sys: &mut S, req: &Request) -> Result<CniResult, CniError> {
     let conf = config::load(req)?;
     if !conf.l3() && family(&req.cni_version) == ResultFamily::V02 {
         // The reference discovers this only after building everything.
@@ -53,7 +59,7 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
         )));
     }
     let ns = NetNs::open(&req.env.netns).map_err(|e| bad_netns(&req.env.netns, e))?;
-    let mut hnl = Netlink::new().map_err(nl)?;
+    let mut hnl = sys.open_host()?;
     // Validate the bridge name against the host before mutating anything.
     let existing = hnl
         .link_by_name(&conf.bridge)
@@ -67,25 +73,26 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
     }
 
     let mut undo = Undo::default();
-    let res = build(req, &conf, &ns, &mut hnl, existing, &mut undo);
+    let res = build(sys, req, &conf, &ns, &mut hnl, existing, &mut undo);
     if res.is_err() {
-        undo.run(req, &conf, &mut hnl);
+        undo.run(sys, req, &conf, &mut hnl);
     }
     res
 }
 
-fn build(
+fn build<S: Sys>(
+    sys: &mut S,
     req: &Request,
     conf: &Conf,
     ns: &NetNs,
-    hnl: &mut Netlink,
+    hnl: &mut S::Links,
     existing_bridge: Option<LinkInfo>,
     undo: &mut Undo,
 ) -> Result<CniResult, CniError> {
     // IPAM first: its config errors and exhaustion then cost nothing to undo.
     let mut result = CniResult::default();
     if conf.l3() {
-        result = crate::ipam::add(conf, req)?;
+        result = sys.ipam_add(conf, req)?;
         undo.ipam = true;
         if result.ips.is_empty() {
             return Err(CniError::internal("IPAM plugin returned missing IP config"));
@@ -93,8 +100,8 @@ fn build(
     }
     let gws = gateway::calc(&mut result, conf);
 
-    let br = host::ensure_bridge(hnl, conf, existing_bridge)?;
-    let (hveth, cont_mac) = create_veth(hnl, ns, &br, conf, &req.env.ifname)?;
+    let br = host::ensure_bridge(sys, hnl, conf, existing_bridge)?;
+    let (hveth, cont_mac) = create_veth(sys, hnl, ns, &br, conf, &req.env.ifname)?;
     undo.host_veth = Some(hveth.index);
     port::configure(hnl, &hveth, conf)?;
 
@@ -102,7 +109,7 @@ fn build(
     let has4 = result.ips.iter().any(|i| i.address.is_ipv4());
     let has6 = result.ips.iter().any(|i| i.address.is_ipv6());
     // One setns window: the container-side socket and the interface's sysctls.
-    let mut cnl = container::enter(ns, ifname, has4, has6, conf.enable_dad)?;
+    let mut cnl = sys.enter_container(ns, ifname, has4, has6, conf.enable_dad)?;
     let cnl = &mut cnl;
     // The host end reports its peer's ifindex (IFLA_LINK): no lookup needed.
     let cidx = match hveth.link {
@@ -152,7 +159,7 @@ fn build(
             } else {
                 br.clone()
             };
-            host::ensure_gateway_addrs(hnl, &gw_link, &all, conf.force_address)?;
+            host::ensure_gateway_addrs(sys, hnl, &gw_link, &all, conf.force_address)?;
         }
     } else if !conf.disable_container_interface {
         cnl.set_up(cidx).ctx(|| format!("set {ifname:?} up"))?;
@@ -164,10 +171,10 @@ fn build(
         host_veth: &hveth.name,
         container_mac: cont_mac,
     };
-    firewall::setup(conf, &req.env.container_id, ifname, &port, &result)?;
+    sys.firewall_setup(conf, req, &port, &result)?;
 
     if !conf.disable_container_interface {
-        wait_port_up(hnl, &hveth)?;
+        wait_port_up(sys, hnl, &hveth)?;
     }
 
     result.interfaces = interfaces;
@@ -180,8 +187,9 @@ fn build(
 /// Creates the veth pair in one request: the host end (random `vethXXXXXXXX`, enslaved to the
 /// bridge, up) and the container end created directly in the container netns under its final
 /// name. Retries on a host-name collision.
-fn create_veth(
-    hnl: &mut Netlink,
+fn create_veth<S: Sys>(
+    sys: &mut S,
+    hnl: &mut S::Links,
     ns: &NetNs,
     br: &LinkInfo,
     conf: &Conf,
@@ -204,7 +212,7 @@ fn create_veth(
         };
         match hnl.create_veth(&v) {
             Ok(l) => {
-                let _ = cni_netlink::sysctl_set(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+                let _ = sys.sysctl_set(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
                 return Ok((l, cont_mac));
             }
             // Either our random host name collided (retry), or the container name exists:
@@ -218,8 +226,8 @@ fn create_veth(
                     if waited {
                         return Err(duplicate(ifname, ns));
                     }
-                    let mut cnl = Netlink::new_in_netns(ns).map_err(nl)?;
-                    wait_ifname_free(&mut cnl, ifname, ns)?;
+                    let mut cnl = sys.open_container(ns)?;
+                    wait_ifname_free(sys, &mut cnl, ifname, ns)?;
                     waited = true;
                 }
                 last = Some(e)
@@ -240,7 +248,7 @@ fn create_veth(
 
 /// The reference waits for the host port to be operationally up before returning, so the
 /// first packets of the container are not lost; we poll with short sleeps instead of 50 ms.
-fn wait_port_up(hnl: &mut Netlink, hveth: &LinkInfo) -> Result<(), CniError> {
+fn wait_port_up<S: Sys>(sys: &mut S, hnl: &mut S::Links, hveth: &LinkInfo) -> Result<(), CniError> {
     let mut waited = Duration::ZERO;
     let mut step = Duration::from_millis(1);
     loop {
@@ -257,7 +265,7 @@ fn wait_port_up(hnl: &mut Netlink, hveth: &LinkInfo) -> Result<(), CniError> {
                 l.oper_state, hveth.name
             )));
         }
-        std::thread::sleep(step);
+        sys.sleep(step);
         waited += step;
         step = (step * 2).min(Duration::from_millis(100));
     }
@@ -273,8 +281,13 @@ fn duplicate(ifname: &str, ns: &NetNs) -> CniError {
 /// A DEL finishes deleting its veth in the background (see `reaper`), so an ADD that follows
 /// at once may still see the old name for a few milliseconds: wait briefly before calling it a
 /// duplicate.
-fn wait_ifname_free(cnl: &mut Netlink, ifname: &str, ns: &NetNs) -> Result<(), CniError> {
-    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+fn wait_ifname_free<S: Sys>(
+    sys: &mut S,
+    cnl: &mut S::Links,
+    ifname: &str,
+    ns: &NetNs,
+) -> Result<(), CniError> {
+    let mut waited = Duration::ZERO;
     loop {
         let present = cnl
             .link_by_name(ifname)
@@ -283,9 +296,10 @@ fn wait_ifname_free(cnl: &mut Netlink, ifname: &str, ns: &NetNs) -> Result<(), C
         if !present {
             return Ok(());
         }
-        if std::time::Instant::now() >= deadline {
+        if waited >= Duration::from_millis(1500) {
             return Err(duplicate(ifname, ns));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        sys.sleep(Duration::from_millis(5));
+        waited += Duration::from_millis(5);
     }
 }

@@ -7,6 +7,7 @@ use cni_core::{CniError, CniResult, Route};
 use cni_netlink::{sysctl_set, Family, NetNs, Netlink, RTPROT_BOOT, RT_SCOPE_UNIVERSE};
 
 use crate::errors::NlContext;
+use crate::sys::Links;
 
 /// Enters the container netns once: opens the netlink socket used for the container side and
 /// sets the interface's sysctls (`/proc/sys/net` binds to the netns of the opening thread).
@@ -44,7 +45,7 @@ pub fn enter(
 /// Adds the result's addresses to `index`, brings it up, waits for DAD only when asked to,
 /// and adds the routes.
 pub fn configure(
-    cnl: &mut Netlink,
+    cnl: &mut impl Links,
     index: u32,
     ifname: &str,
     result: &CniResult,
@@ -107,7 +108,7 @@ pub fn to_nl_route(r: &Route, oif: u32) -> cni_netlink::Route {
 }
 
 /// Waits (only with `enabledad`) until no IPv6 address on the link is tentative.
-fn settle(cnl: &mut Netlink, index: u32, ifname: &str) -> Result<(), CniError> {
+fn settle(cnl: &mut impl Links, index: u32, ifname: &str) -> Result<(), CniError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let addrs = cnl

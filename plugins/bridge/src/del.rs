@@ -11,13 +11,18 @@
 use std::net::IpAddr;
 
 use cni_core::{CniError, Command, Request};
-use cni_netlink::{Family, NetNs, Netlink};
+use cni_netlink::{Family, NetNs};
 
 use crate::config::{self, Conf};
 use crate::errors::nl;
-use crate::{firewall, reaper};
+use crate::sys::{Links, Real, Sys};
 
 pub fn del(req: &Request) -> Result<(), CniError> {
+    del_with(&mut Real, req)
+}
+
+/// DEL against any [`Sys`] (the plugin passes [`Real`]; unit tests a recording fake).
+pub fn del_with<S: Sys>(sys: &mut S, req: &Request) -> Result<(), CniError> {
     let conf = config::load(req)?;
     let prev = match req.prev_result() {
         Ok(p) => p,
@@ -32,13 +37,13 @@ pub fn del(req: &Request) -> Result<(), CniError> {
         .map(|p| p.ips.iter().map(|i| i.address.ip()).collect());
     let mut errors: Vec<CniError> = Vec::new();
 
-    let mut doomed = find_container_link(req, &mut ips).unwrap_or_else(|e| {
+    let mut doomed = find_container_link(sys, req, &mut ips).unwrap_or_else(|e| {
         eprintln!("bridge: DEL: {e}");
         None
     });
     if doomed.is_none() {
         if let Some(p) = &prev {
-            doomed = find_host_veth(&conf, p).unwrap_or_else(|e| {
+            doomed = find_host_veth(sys, &conf, p).unwrap_or_else(|e| {
                 eprintln!("bridge: DEL: {e}");
                 None
             });
@@ -46,20 +51,15 @@ pub fn del(req: &Request) -> Result<(), CniError> {
     }
     // Masquerade before IPAM: teardown checks that an element still belongs to this
     // attachment, which only holds while the IP is not yet free for someone else.
-    if let Err(e) = firewall::teardown(
-        &conf,
-        &req.env.container_id,
-        &req.env.ifname,
-        ips.as_deref(),
-    ) {
+    if let Err(e) = sys.firewall_teardown(&conf, req, ips.as_deref()) {
         errors.push(e);
     }
     if conf.l3() {
-        if let Err(e) = crate::ipam::run(&conf, Command::Del, req) {
+        if let Err(e) = sys.ipam(&conf, Command::Del, req) {
             errors.push(e);
         }
     }
-    reaper::finish(doomed);
+    sys.finish_del(doomed);
     match errors.len() {
         0 => Ok(()),
         1 => Err(errors.remove(0)),
@@ -73,10 +73,11 @@ pub fn del(req: &Request) -> Result<(), CniError> {
 
 /// Finds CNI_IFNAME inside CNI_NETNS, collecting its global addresses when the prevResult did
 /// not give them. Returns a socket in that netns and the link's index.
-fn find_container_link(
+fn find_container_link<S: Sys>(
+    sys: &mut S,
     req: &Request,
     ips: &mut Option<Vec<IpAddr>>,
-) -> Result<Option<(Netlink, u32)>, CniError> {
+) -> Result<Option<(S::Links, u32)>, CniError> {
     let path = &req.env.netns;
     if path.is_empty() {
         return Ok(None);
@@ -90,7 +91,7 @@ fn find_container_link(
             )))
         }
     };
-    let mut cnl = Netlink::new_in_netns(&ns).map_err(nl)?;
+    let mut cnl = sys.open_container(&ns)?;
     let Some(link) = cnl.link_by_name(&req.env.ifname).map_err(nl)? else {
         return Ok(None);
     };
@@ -114,10 +115,11 @@ fn is_link_local6(ip: &IpAddr) -> bool {
 
 /// Without a usable netns, the host end named in the prevResult — but only if it still is a
 /// veth on our bridge (names can be reused).
-fn find_host_veth(
+fn find_host_veth<S: Sys>(
+    sys: &mut S,
     conf: &Conf,
     prev: &cni_core::CniResult,
-) -> Result<Option<(Netlink, u32)>, CniError> {
+) -> Result<Option<(S::Links, u32)>, CniError> {
     let Some(host_if) = prev
         .interfaces
         .iter()
@@ -125,7 +127,7 @@ fn find_host_veth(
     else {
         return Ok(None);
     };
-    let mut hnl = Netlink::new().map_err(nl)?;
+    let mut hnl = sys.open_host()?;
     let Some(br) = hnl.link_by_name(&conf.bridge).map_err(nl)? else {
         return Ok(None);
     };

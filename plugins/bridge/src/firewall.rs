@@ -10,6 +10,7 @@ use cni_core::gc::ValidAttachments;
 use cni_core::{CniError, CniResult};
 use cni_nft::masq::MasqSetup;
 use cni_nft::spoofchk::SpoofChk;
+use cni_nft::NftSocket;
 
 use crate::config::{Conf, MasqBackend};
 use crate::iptables;
@@ -44,9 +45,12 @@ pub fn setup(
             .map_err(|e| nft_err(e).context("failed to set up macspoofchk"))?;
     }
     let bridge = port.bridge;
-    cni_nft::forward::ensure_bridge_forwarding(bridge, conf.isolate_bridges).map_err(|e| {
-        nft_err(e).context(format!("failed to set up forwarding for bridge {bridge:?}"))
-    })?;
+    // One nf_tables socket for forwarding and masquerade (each socket costs ~10 syscalls).
+    let fwd_err =
+        |e| nft_err(e).context(format!("failed to set up forwarding for bridge {bridge:?}"));
+    let mut sock = NftSocket::new().map_err(fwd_err)?;
+    cni_nft::forward::ensure_bridge_forwarding_with(&mut sock, bridge, conf.isolate_bridges)
+        .map_err(fwd_err)?;
     if !conf.ip_masq || result.ips.is_empty() {
         return Ok(());
     }
@@ -54,8 +58,8 @@ pub fn setup(
     match conf.masq_backend {
         MasqBackend::Nftables => {
             let pairs: Vec<(IpAddr, u8)> = ips.iter().map(|n| (n.ip(), n.prefix())).collect();
-            MasqSetup::new()
-                .and_then(|mut m| m.add(&conf.name, id, ifname, &pairs))
+            MasqSetup::with_socket(sock)
+                .add(&conf.name, id, ifname, &pairs)
                 .map_err(|e| nft_err(e).context("failed to set up masquerade"))
         }
         MasqBackend::Iptables => iptables::setup(&conf.name, id, &ips),

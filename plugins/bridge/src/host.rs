@@ -3,17 +3,19 @@
 use ipnetwork::IpNetwork;
 
 use cni_core::CniError;
-use cni_netlink::{Family, LinkInfo, LinkUpdate, Netlink};
+use cni_netlink::{Family, LinkInfo, LinkUpdate};
 
 use crate::config::Conf;
 use crate::errors::NlContext;
 use crate::ids;
+use crate::sys::{Links, Sys};
 
 /// Returns the bridge, creating it if missing (`existing` is the caller's lookup of the name);
 /// an existing link of another kind is an error. Idempotent check-then-set for promisc, up,
 /// and the pinned MAC.
-pub fn ensure_bridge(
-    nl: &mut Netlink,
+pub fn ensure_bridge<S: Sys>(
+    sys: &mut S,
+    nl: &mut S::Links,
     conf: &Conf,
     existing: Option<LinkInfo>,
 ) -> Result<LinkInfo, CniError> {
@@ -26,8 +28,7 @@ pub fn ensure_bridge(
             match nl.create_bridge(name, mtu, vlan_filtering, Some(ids::bridge_mac(name))) {
                 Ok(l) => {
                     // New bridge: the reference turns off router advertisements on it.
-                    let _ =
-                        cni_netlink::sysctl_set(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+                    let _ = sys.sysctl_set(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
                     l
                 }
                 // Another ADD created it concurrently: use theirs.
@@ -77,8 +78,9 @@ pub fn ensure_bridge(
 /// reference's `ensureAddr`: an exact match is kept; a different IPv4 address, or an
 /// overlapping IPv6 one, is an error unless `forceAddress`, which replaces it. Several IPv4
 /// gateways of the same ADD (several v4 range sets) may coexist.
-pub fn ensure_gateway_addrs(
-    nl: &mut Netlink,
+pub fn ensure_gateway_addrs<S: Sys>(
+    sys: &mut S,
+    nl: &mut S::Links,
     link: &LinkInfo,
     gws: &[IpNetwork],
     force: bool,
@@ -147,7 +149,7 @@ pub fn ensure_gateway_addrs(
         } else {
             "net/ipv6/conf/all/forwarding"
         };
-        cni_netlink::sysctl_set(sysctl, "1").map_err(|e| {
+        sys.sysctl_set(sysctl, "1").map_err(|e| {
             CniError::internal(format!("failed to enable forwarding ({sysctl}): {e}"))
         })?;
     }

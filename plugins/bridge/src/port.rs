@@ -2,14 +2,15 @@
 //! interface `<bridge>.<vlan>`.
 
 use cni_core::CniError;
-use cni_netlink::{LinkInfo, Netlink, Veth};
+use cni_netlink::{LinkInfo, Veth};
 
 use crate::config::Conf;
 use crate::errors::NlContext;
 use crate::ids;
+use crate::sys::Links;
 
 /// Applies hairpin/isolation and VLANs to the freshly created host veth `port`.
-pub fn configure(nl: &mut Netlink, port: &LinkInfo, conf: &Conf) -> Result<(), CniError> {
+pub fn configure(nl: &mut impl Links, port: &LinkInfo, conf: &Conf) -> Result<(), CniError> {
     // A new port starts with both off: only write what differs (one round trip saved per ADD).
     if conf.hairpin || conf.port_isolation {
         nl.set_bridge_port(port.index, conf.hairpin, conf.port_isolation)
@@ -70,7 +71,7 @@ fn runs(vids: &[u16]) -> Vec<std::ops::RangeInclusive<u16>> {
 /// The interface that carries the gateway addresses of a VLAN network: a host-side veth named
 /// `<bridge>.<vlan>` whose peer is a bridge port with that VLAN as PVID (reference layout).
 pub fn ensure_vlan_gateway_if(
-    nl: &mut Netlink,
+    nl: &mut impl Links,
     br: &LinkInfo,
     vlan: u16,
     mtu: u32,

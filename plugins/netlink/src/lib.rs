@@ -11,6 +11,7 @@
 
 mod addr;
 mod bridge_vlan;
+mod errno;
 mod error;
 mod link;
 mod mac;

@@ -267,6 +267,11 @@ impl MasqSetup {
         })
     }
 
+    /// Works on an already open socket (one socket for a caller's whole firewall setup).
+    pub fn with_socket(sock: NftSocket) -> Self {
+        MasqSetup { sock }
+    }
+
     /// Masquerades traffic from each `(container IP, prefix length)` to
     /// destinations outside its subnet and not multicast. One transaction
     /// in the steady state; creates the table/chains/sets of a subnet on

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cni_tests::bench::{ms, percentile, Cli, Impls};
+use cni_tests::bench::{ms, percentile, Better, Cli, Impls, Report};
 use cni_tests::{run, unique, with_prev_result, Call, Netns, PluginDir, Reply, TempDir};
 use serde_json::{json, Value};
 
@@ -323,6 +323,61 @@ fn main() {
         "{:<26} {:>12} {:>12}",
         "parallel duplicate IPs", reference.par_dups, ours.par_dups
     );
+    let mut rep = Report::new(
+        "bridge",
+        json!({"iterations": o.iterations, "parallel": o.parallel, "jobs": o.jobs}),
+    );
+    let peer = |v: f64| Some(("reference", v));
+    let g = "bridge + host-local + ipMasq";
+    rep.row(
+        g,
+        "exec floor p50",
+        "ms",
+        Better::Lower,
+        ours.exec_p50,
+        peer(reference.exec_p50),
+    );
+    rep.row(
+        g,
+        "ADD p50",
+        "ms",
+        Better::Lower,
+        ours.add_p50,
+        peer(reference.add_p50),
+    );
+    rep.row(
+        g,
+        "ADD p95",
+        "ms",
+        Better::Lower,
+        ours.add_p95,
+        peer(reference.add_p95),
+    );
+    rep.row(
+        g,
+        "DEL p50",
+        "ms",
+        Better::Lower,
+        ours.del_p50,
+        peer(reference.del_p50),
+    );
+    rep.row(
+        g,
+        "DEL p95",
+        "ms",
+        Better::Lower,
+        ours.del_p95,
+        peer(reference.del_p95),
+    );
+    rep.row(
+        "parallel ADD",
+        &format!("{} ADDs x{} wall", o.parallel, o.jobs),
+        "s",
+        Better::Lower,
+        ours.par_wall,
+        peer(reference.par_wall),
+    );
+    rep.write();
     let broken = ours.seq_failures + ours.par_failures + ours.par_dups;
     if broken > 0 {
         eprintln!("ours: {broken} failures or duplicate IPs");

@@ -28,6 +28,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cni_netlink::{Family, Netlink, RT_TABLE_MAIN};
+use cni_tests::bench::{Better, Report};
 use cni_tests::cluster::{wait_for, Cluster, NET};
 use cni_tests::{in_netns, interrupt, run, sh, Call, Daemon, Netns, TempDir};
 use serde_json::{json, Value};
@@ -872,6 +873,97 @@ fn main() {
             "vxlan_retransmits": tp.vxlan_retr,
         },
     });
+    let mut rep = Report::new(
+        "cluster",
+        json!({"simulated_hosts": sc.hosts, "join_reps": o.join_reps, "iterations": o.iterations,
+               "iperf_seconds": o.iperf_secs, "iperf_rounds": o.iperf_rounds}),
+    );
+    let g = "cluster join convergence";
+    rep.row(
+        g,
+        "block leased p50",
+        "ms",
+        Better::Lower,
+        pct(&jn.block, 0.5),
+        None,
+    );
+    rep.row(
+        g,
+        "first ADD done p50",
+        "ms",
+        Better::Lower,
+        pct(&jn.add, 0.5),
+        None,
+    );
+    rep.row(
+        g,
+        "routes on every host p50",
+        "ms",
+        Better::Lower,
+        pct(&jn.routes, 0.5),
+        None,
+    );
+    rep.row(
+        g,
+        "reachable from all hosts p50",
+        "ms",
+        Better::Lower,
+        pct(&jn.reach, 0.5),
+        None,
+    );
+    rep.row(
+        g,
+        "reachable from all hosts p90",
+        "ms",
+        Better::Lower,
+        pct(&jn.reach, 0.9),
+        None,
+    );
+    let g = format!("cluster scale ({} simulated hosts)", sc.hosts);
+    rep.row(
+        &g,
+        "all blocks programmed",
+        "s",
+        Better::Lower,
+        sc.program_s,
+        None,
+    );
+    rep.row(
+        &g,
+        "all blocks removed",
+        "s",
+        Better::Lower,
+        sc.remove_s,
+        None,
+    );
+    let g = "cluster plugin vs single-host bridge";
+    let single = "bridge (single host)";
+    for (name, cl, si) in [
+        ("ADD", &lat.cluster_add, &lat.single_add),
+        ("DEL", &lat.cluster_del, &lat.single_del),
+    ] {
+        for (p, label) in [(0.5, "p50"), (0.95, "p95")] {
+            rep.row(
+                g,
+                &format!("{name} {label}"),
+                "ms",
+                Better::Lower,
+                pct(cl, p),
+                Some((single, pct(si, p))),
+            );
+        }
+    }
+    rep.row(
+        "cross-host throughput",
+        "TCP container to container (VXLAN)",
+        "Gbit/s",
+        Better::Higher,
+        vx,
+        Some(("host to host (underlay)", ul)),
+    );
+    rep.write();
+    let mut out = out;
+    out["rows"] = rep.to_json()["rows"].clone();
     std::fs::write(
         &o.json,
         serde_json::to_string_pretty(&out).expect("json") + "\n",

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cni_tests::bench::{Better, Report};
+
 struct Opts {
     ours: String,
     reference: Option<String>,
@@ -243,6 +245,18 @@ fn main() {
         "live", "impl", "iters", "ADD p50", "ADD p95", "DEL p50", "DEL p95", "first call"
     );
     let mut ok = true;
+    let mut rep = Report::new(
+        "host-local",
+        serde_json::json!({"iterations": o.iters, "reference_iterations_large": o.ref_iters_large, "sizes": o.sizes}),
+    );
+    rep.row(
+        "host-local",
+        "exec floor p50",
+        "ms",
+        Better::Lower,
+        s.p50,
+        None,
+    );
     for &size in &o.sizes {
         let ours = bench(&o.ours, size, o.iters, &netns, &o.workdir, "ours");
         let row = |name: &str, iters: usize, r: &Run| {
@@ -257,6 +271,7 @@ fn main() {
         };
         row("ours", o.iters, &ours);
         ok &= ours.add.p50 < 1.5 && ours.del.p50 < 1.5;
+        let mut refrun = None;
         if let Some(reference) = &o.reference {
             let iters = if size >= 10000 {
                 o.ref_iters_large.min(o.iters)
@@ -274,8 +289,20 @@ fn main() {
                 r.del.p50 / ours.del.p50,
                 r.del.p95 / ours.del.p95
             );
+            refrun = Some(r);
+        }
+        let group = format!("host-local, {size} reservations");
+        for (metric, u, r) in [
+            ("ADD p50", ours.add.p50, refrun.as_ref().map(|r| r.add.p50)),
+            ("ADD p95", ours.add.p95, refrun.as_ref().map(|r| r.add.p95)),
+            ("DEL p50", ours.del.p50, refrun.as_ref().map(|r| r.del.p50)),
+            ("DEL p95", ours.del.p95, refrun.as_ref().map(|r| r.del.p95)),
+        ] {
+            let peer = r.map(|r| ("reference", r));
+            rep.row(&group, metric, "ms", Better::Lower, u, peer);
         }
     }
+    rep.write();
     println!();
     println!(
         "target (ours ADD and DEL p50 < 1.5 ms at every size): {}",

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cni_tests::bench::{ms, percentile, Cli, Impls};
+use cni_tests::bench::{ms, percentile, Better, Cli, Impls, Report};
 use cni_tests::{run, with_prev_result, Call, Netns, PluginDir, Reply, TempDir};
 use serde_json::{json, Value};
 
@@ -199,6 +199,10 @@ fn main() {
         "metric", "reference", "ours", "ref/ours"
     );
     let names = ["chain ADD", "chain DEL", "portmap ADD", "portmap DEL"];
+    let mut rep = Report::new(
+        "portmap",
+        json!({"iterations": o.iterations, "node_mappings": o.node_mappings}),
+    );
     for (set, r, u) in [
         ("1", &ref1, &ours1),
         (&o.node_mappings.to_string()[..], &ref_n, &ours_n),
@@ -211,6 +215,15 @@ fn main() {
                 u[k],
                 r[k] / u[k]
             );
+            rep.row(
+                &format!("portmap, {set} mapping(s) on the node"),
+                &format!("{name} p50"),
+                "ms",
+                Better::Lower,
+                u[k],
+                Some(("reference", r[k])),
+            );
         }
     }
+    rep.write();
 }
