@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::Value;
 
 pub mod bench;
+pub mod chain;
 pub mod cluster;
 pub mod containerd;
 pub mod etcd_http;
