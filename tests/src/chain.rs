@@ -69,6 +69,21 @@ impl SuiteHost {
         }))
     }
 
+    /// bridge (IPv4 host-local, gateway, masquerade) -> portmap: the common runtime network.
+    pub fn bridge_portmap(&self, net: &str, bridge: &str, subnet4: &str) -> NetworkConfigList {
+        list(json!({
+            "cniVersion": "1.1.0",
+            "name": net,
+            "plugins": [
+                {
+                    "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true,
+                    "ipam": {"type": "host-local", "dataDir": self.data.str(), "ranges": [[{"subnet": subnet4}]]}
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        }))
+    }
+
     /// host-local alone, as a runtime (or a plugin delegating) calls it.
     pub fn host_local(&self, net: &str, subnet4: &str) -> NetworkConfigList {
         list(json!({
@@ -226,4 +241,18 @@ impl Rng {
         let us = max.as_micros() as u64;
         std::time::Duration::from_micros(self.below(us + 1))
     }
+}
+
+/// CPU time (user + system) of every waited-for child process so far: what a run costs on a
+/// machine of its own, whatever the load around it (shared CI runners, parallel builds).
+pub fn children_cpu() -> std::time::Duration {
+    // SAFETY: getrusage(2) fills the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_CHILDREN is a valid `who`.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
