@@ -178,6 +178,12 @@ fn nft_changed_by_hand(what: &[&str], check_mentions: &[&str]) {
         what.join(" ")
     );
     fx.check(&new).expect("CHECK of the new attachment");
+    if what[0] == "flush" {
+        // The old attachment's elements survived the flush: with the rules back it is whole.
+        fx.check(&old)
+            .unwrap_or_else(|e| panic!("CHECK of the old attachment after the repair: {e}"));
+        assert!(fx.works(&old), "the old attachment works again");
+    }
     fx.del(&old);
     fx.del(&new);
     fx.assert_clean();
@@ -195,6 +201,32 @@ fn hf_world_ports_table_deleted() {
 fn hf_world_firewall_table_deleted() {
     nft_changed_by_hand(
         &["delete", "table", "inet", "cni_rs_fw"],
+        &["cni_rs_fw", "firewall"],
+    );
+}
+
+#[test]
+fn hf_world_ports_table_flushed() {
+    nft_changed_by_hand(
+        &["flush", "table", "inet", "cni_rs_ports"],
+        &["cni_rs_ports", "port"],
+    );
+}
+
+#[test]
+fn hf_world_masquerade_table_flushed() {
+    nft_changed_by_hand(&["flush", "table", "inet", "cni_rs"], &["cni_rs", "masq"]);
+}
+
+#[test]
+fn hf_world_masquerade_table_deleted() {
+    nft_changed_by_hand(&["delete", "table", "inet", "cni_rs"], &["cni_rs", "masq"]);
+}
+
+#[test]
+fn hf_world_firewall_table_flushed() {
+    nft_changed_by_hand(
+        &["flush", "table", "inet", "cni_rs_fw"],
         &["cni_rs_fw", "firewall"],
     );
 }
