@@ -9,7 +9,9 @@
 //! duration for that verb, measured in the same run under the same load.
 //!
 //! Not repeated here: cnm-shim's kill tests (cnm-shim/tests/restart.rs) and the cluster plugin's
-//! (tests/tests/cluster).
+//! (tests/tests/cluster). The cluster agent's kill is in `agent.rs`.
+
+mod agent;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
