@@ -8,7 +8,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cni_tests::chain::{children_cpu, percentile, runtime_conf, settle, SuiteHost};
+use cni_tests::libcni::{Faults, KillPlan};
 use cni_tests::{unique, Netns};
+
+/// Records every plugin execution (no faults), so a slowdown names the plugin and verb.
+#[derive(Default)]
+struct Timings(Mutex<Vec<(Instant, String, Duration)>>);
+
+impl Faults for Timings {
+    fn plan(&self, _: &str, _: &str) -> Option<KillPlan> {
+        None
+    }
+    fn done(&self, plugin: &str, command: &str, took: Duration, _: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((Instant::now(), format!("{plugin} {command}"), took));
+    }
+}
 
 /// `HF_SOAK_CYCLES` overrides (a quick local run).
 fn cycles() -> u32 {
@@ -36,10 +53,12 @@ fn hf_soak_5000_add_del_cycles_16_parallel_4_networks() {
     // (completion order, cycle time)
     let times = Arc::new(Mutex::new(Vec::<Duration>::with_capacity(cycles as usize)));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let timings = Arc::new(Timings::default());
     let started = Instant::now();
     let cpu0 = children_cpu();
     let workers: Vec<_> = (0..PARALLEL)
         .map(|w| {
+            let timings = timings.clone();
             let (sh, lists, next, times, failures) = (
                 sh.clone(),
                 lists.clone(),
@@ -48,7 +67,7 @@ fn hf_soak_5000_add_del_cycles_16_parallel_4_networks() {
                 failures.clone(),
             );
             std::thread::spawn(move || {
-                let cni = sh.cni();
+                let cni = sh.cni().with_faults(timings);
                 // One pod sandbox per worker, re-attached every cycle.
                 let ns = Netns::new("hfsc");
                 loop {
@@ -103,6 +122,31 @@ fn hf_soak_5000_add_del_cycles_16_parallel_4_networks() {
             percentile(&mut chunk.to_vec(), 90)
         );
         p50s.push(p50);
+    }
+    // Per plugin and verb: p50 in the first and the last tenth of the run's wall time.
+    {
+        let t = timings.0.lock().unwrap();
+        let tenth_of_run = elapsed / 10;
+        let mut keys: Vec<&String> = t.iter().map(|(_, k, _)| k).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            let mut first: Vec<Duration> = t
+                .iter()
+                .filter(|(at, kk, _)| kk == k && *at - started <= tenth_of_run)
+                .map(|x| x.2)
+                .collect();
+            let mut last: Vec<Duration> = t
+                .iter()
+                .filter(|(at, kk, _)| kk == k && *at - started >= elapsed - tenth_of_run)
+                .map(|x| x.2)
+                .collect();
+            eprintln!(
+                "soak: {k}: p50 {:?} in the first tenth, {:?} in the last",
+                percentile(&mut first, 50),
+                percentile(&mut last, 50)
+            );
+        }
     }
     for l in &left {
         eprintln!("soak: LEFT BEHIND: {l}");
