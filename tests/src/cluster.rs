@@ -4,10 +4,15 @@
 //! the cluster tests (`tests/tests/cluster`, CNI), `cnm-shim/tests/cluster.rs` (Docker on each
 //! host) and the cluster benchmark (`cni-bench-cluster`).
 
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+
+use cni_netlink::{Family, Netlink, RT_TABLE_MAIN};
 
 use crate::etcd_http::EtcdHttp;
 use crate::{bin, run, sh, Call, Daemon, Netns, PluginDir, Reply, TempDir};
@@ -504,4 +509,119 @@ pub fn sample(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no sample {prefix}in:\n{text}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel state of a host's VXLAN link, and simulated remote hosts (shared by the cluster
+// benchmark and the agent kill test).
+// ---------------------------------------------------------------------------------------------
+
+/// The VXLAN link of [`VNI`].
+pub const VX: &str = "vx-4097";
+
+/// What the agent programs per remote block, as sets comparable with the expected ones.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Entries {
+    pub neigh: BTreeSet<(Ipv4Addr, [u8; 6])>,
+    pub fdb: BTreeSet<([u8; 6], Ipv4Addr)>,
+    pub routes: BTreeSet<(Ipv4Addr, u8, Ipv4Addr)>,
+}
+
+/// A netlink socket inside a host netns.
+pub struct HostNl(pub Netlink);
+
+impl HostNl {
+    pub fn open(ns: &Netns) -> HostNl {
+        let f = File::open(&ns.path).expect("open host netns");
+        HostNl(Netlink::new_in_netns(&f).expect("netlink socket in host netns"))
+    }
+
+    pub fn vx_index(&mut self) -> Option<u32> {
+        self.0.link_by_name(VX).expect("link dump").map(|l| l.index)
+    }
+
+    /// Permanent neighbours, own FDB entries with a destination, and onlink routes via the
+    /// VXLAN link (exactly what the agent adds per remote block).
+    pub fn entries(&mut self) -> Entries {
+        let mut e = Entries::default();
+        let Some(idx) = self.vx_index() else { return e };
+        for n in self.0.neighbours(idx, Family::V4).expect("neigh dump") {
+            if let (true, Some(std::net::IpAddr::V4(ip)), Some(m)) = (n.permanent, n.ip, n.mac) {
+                e.neigh.insert((ip, m));
+            }
+        }
+        for n in self.0.fdb(idx).expect("fdb dump") {
+            if let (true, Some(m), Some(std::net::IpAddr::V4(ip))) = (n.permanent, n.mac, n.ip) {
+                if m != [0; 6] {
+                    e.fdb.insert((m, ip));
+                }
+            }
+        }
+        for r in self
+            .0
+            .routes(Family::V4, Some(RT_TABLE_MAIN))
+            .expect("route dump")
+        {
+            if let (
+                Some(_),
+                true,
+                Some((std::net::IpAddr::V4(d), l)),
+                Some(std::net::IpAddr::V4(g)),
+            ) = (r.oif.filter(|o| *o == idx), r.onlink, r.dst, r.gateway)
+            {
+                e.routes.insert((d, l, g));
+            }
+        }
+        e
+    }
+
+    /// Destinations of the remote-block routes.
+    pub fn route_dsts(&mut self) -> BTreeSet<(Ipv4Addr, u8)> {
+        self.entries()
+            .routes
+            .into_iter()
+            .map(|(d, l, _)| (d, l))
+            .collect()
+    }
+}
+
+pub struct SimHost {
+    pub key: String,
+    pub value: String,
+    pub lease: i64,
+    pub block: Ipv4Addr,
+    pub tunnel: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub vtep: Ipv4Addr,
+}
+
+/// `n` simulated remote hosts, one /26 block each (from 10.250.128.0 up), with a lease of
+/// 600 s each; nothing is written to etcd yet.
+pub fn sim_hosts(n: usize, etcd: &mut EtcdHttp) -> Vec<SimHost> {
+    (0..n)
+        .map(|i| {
+            // /26 blocks from 10.250.128.0 up: far from the first 100 free blocks, where the
+            // real agent claims its own.
+            let base = u32::from(Ipv4Addr::new(10, 250, 128, 0)) + (i as u32) * 64;
+            let block = Ipv4Addr::from(base);
+            let mac = [0x02, 0xb0, 0, 0, (i >> 8) as u8, i as u8];
+            let vtep = Ipv4Addr::new(10, 99, (i / 250) as u8, (i % 250 + 1) as u8);
+            let value = json!({
+                "host": format!("sim{i}"),
+                "vtep": vtep.to_string(),
+                "mac": cni_netlink::fmt_mac(&mac),
+                "tunnel_ip": block.to_string(),
+            })
+            .to_string();
+            SimHost {
+                key: format!("/cnm/v1/nets/{NET}/blocks/{block}-26"),
+                value,
+                lease: etcd.grant(600),
+                block,
+                tunnel: block,
+                mac,
+                vtep,
+            }
+        })
+        .collect()
 }

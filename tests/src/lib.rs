@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 pub mod bench;
+pub mod chain;
 pub mod cluster;
 pub mod containerd;
 pub mod etcd_http;

@@ -4,7 +4,7 @@
 use cni_core::{CniError, Command, Request};
 use cni_netlink::{NetNs, Netlink};
 
-use crate::config::{self, format_mac};
+use crate::config::{self, format_mac, MasqBackend};
 use crate::container::to_nl_route;
 use crate::errors::{bad_netns, NlContext};
 
@@ -147,6 +147,25 @@ pub fn check(req: &Request) -> Result<(), CniError> {
             return Err(CniError::internal(format!(
                 "Expected Route {{Dst:{} GW:{gw}}} not found in routing table of {ifname}",
                 r.dst
+            )));
+        }
+    }
+
+    // Masquerade (our nftables table; someone may have flushed or deleted it).
+    if conf.ip_masq && conf.masq_backend == MasqBackend::Nftables && !prev.ips.is_empty() {
+        let pairs: Vec<_> = prev
+            .ips
+            .iter()
+            .map(|i| (i.address.ip(), i.address.prefix()))
+            .collect();
+        let missing = cni_nft::masq::MasqSetup::new()
+            .and_then(|mut m| m.check(&conf.name, &req.env.container_id, ifname, &pairs))
+            .map_err(|e| CniError::internal(format!("masquerade CHECK: {e}")))?;
+        if !missing.is_empty() {
+            return Err(CniError::internal(format!(
+                "masquerade state of container {} ({ifname}) is incomplete; missing: {}; run DEL and ADD again to restore it",
+                req.env.container_id,
+                missing.join(", ")
             )));
         }
     }

@@ -288,12 +288,17 @@ fn push_admin_chain(b: &mut Batch, name: &str) -> usize {
         },
         Create::Exclusive,
     );
+    push_admin_jump(b, name);
+    op
+}
+
+/// The jump from `admin` to an admin chain, commented with the chain's name.
+fn push_admin_jump(b: &mut Batch, name: &str) {
     b.add_rule(&rule(
         ADMIN,
         vec![Expr::Immediate(Verdict::Jump(name.into()))],
         name,
     ));
-    op
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -327,9 +332,16 @@ impl Firewall {
             validate_bridge(br)?;
         }
         let targets = wanted(a, &comment);
-        // The admin chain exists only after a complete set-up: its presence is the fast path.
-        let mut need_admin = !query::chain_exists(&mut self.sock, FAMILY, TABLE, a.admin_chain)?;
-        let mut infra = need_admin;
+        // Fast path: `admin` jumps to the admin chain (so that chain exists) and `forward`
+        // holds all its rules. A table flushed by hand (`nft flush table`) keeps its chains
+        // without their rules: `forward` is then rebuilt and the jump added again.
+        let jump = self.admin_jump_exists(a.admin_chain)?;
+        let mut need_admin =
+            !jump && !query::chain_exists(&mut self.sock, FAMILY, TABLE, a.admin_chain)?;
+        let need_jump = !jump && !need_admin;
+        let flushed = query::list_rules(&mut self.sock, FAMILY, TABLE, FORWARD)?
+            .is_some_and(|r| r.len() < FORWARD_RULES);
+        let mut infra = need_admin || flushed;
         let mut forward_exists = false;
         let mut replace = vec![false; targets.len()];
         retry::rejected("firewall add", || {
@@ -350,7 +362,10 @@ impl Firewall {
                     },
                     Create::IfMissing,
                 );
-                if !forward_exists {
+                if flushed {
+                    b.del_chain(FAMILY, TABLE, FORWARD);
+                }
+                if !forward_exists || flushed {
                     let i = push_forward(&mut b);
                     tags.set(i, Tag::Forward);
                 }
@@ -358,6 +373,8 @@ impl Firewall {
             if need_admin {
                 let i = push_admin_chain(&mut b, a.admin_chain);
                 tags.set(i, Tag::AdminChain);
+            } else if need_jump {
+                push_admin_jump(&mut b, a.admin_chain);
             }
             for (ei, (set, el)) in targets.iter().enumerate() {
                 if replace[ei] {
@@ -409,6 +426,11 @@ impl Firewall {
         }
         if !query::chain_exists(&mut self.sock, FAMILY, TABLE, a.admin_chain)? {
             missing.push(format!("chain {FAMILY} {TABLE} {}", a.admin_chain));
+        } else if !self.admin_jump_exists(a.admin_chain)? {
+            missing.push(format!(
+                "the jump to {} in chain {FAMILY} {TABLE} {ADMIN}",
+                a.admin_chain
+            ));
         }
         for (set, el) in wanted(a, &comment) {
             match query::get_element(&mut self.sock, FAMILY, TABLE, set, &el)? {
@@ -519,6 +541,12 @@ impl Firewall {
             .filter_map(to_entry)
             .filter(|e| network.is_none_or(|n| e.network == n))
             .collect())
+    }
+
+    /// Whether `admin` jumps to `admin_chain` (its rule is commented with the chain's name).
+    fn admin_jump_exists(&mut self, admin_chain: &str) -> Result<bool> {
+        Ok(query::list_rules(&mut self.sock, FAMILY, TABLE, ADMIN)?
+            .is_some_and(|r| r.iter().any(|x| x.comment.as_deref() == Some(admin_chain))))
     }
 
     fn elements(&mut self, set: &str) -> Result<Vec<Element>> {

@@ -633,12 +633,31 @@ impl HostPorts {
         if want.is_empty() {
             return Ok(());
         }
-        let mut infra = false;
+        let mut infra = self.flushed()?;
         retry::rejected("portmap add", || {
             let mut b = Batch::new();
             let mut excl = Vec::new();
             if infra {
-                let chains = !query::chain_exists(&mut self.sock, FAMILY, TABLE, LAST_CHAIN)?;
+                // Rules flushed by hand: every chain goes (base chains first, so the jumps
+                // into `dnat` and the lanes are gone before those are deleted) and is built
+                // again in the same transaction.
+                let flushed = self.flushed()?;
+                if flushed {
+                    let mut names: Vec<String> = query::list_chains(&mut self.sock, FAMILY, TABLE)?
+                        .into_iter()
+                        .map(|c| c.name)
+                        .collect();
+                    names.sort_by_key(|n| match n.as_str() {
+                        DNAT_CHAIN => 1,
+                        "prerouting" | "output" | "postrouting" | LAST_CHAIN => 0,
+                        _ => 2,
+                    });
+                    for n in &names {
+                        b.del_chain(FAMILY, TABLE, n);
+                    }
+                }
+                let chains =
+                    flushed || !query::chain_exists(&mut self.sock, FAMILY, TABLE, LAST_CHAIN)?;
                 excl = push_infra(&mut b, chains);
                 for lane in [&opts.lane4, &opts.lane6].into_iter().flatten() {
                     let used = maps.iter().any(|m| m.dest.is_ipv6() == lane.v6);
@@ -792,6 +811,11 @@ impl HostPorts {
         opts: &Options,
     ) -> Result<()> {
         let tag = validate_owner("portmap", owner.0, owner.1, owner.2)?;
+        if self.flushed()? {
+            return Err(Error::Invalid(format!(
+                "the rules of table {FAMILY} {TABLE} are gone (flushed by hand?): no port is published; the next ADD restores them"
+            )));
+        }
         for w in plan_add(&tag, maps, opts)? {
             match self.get(&w.set, &w.el)? {
                 None => {
@@ -906,6 +930,15 @@ impl HostPorts {
     }
 
     /// The per-attachment sets: the fixed ones and every lane's maps.
+    /// Whether the table's chains exist without their rules (`nft flush table`): the
+    /// `prerouting` chain, which always holds its one jump, is empty.
+    fn flushed(&mut self) -> Result<bool> {
+        Ok(
+            query::list_rules(&mut self.sock, FAMILY, TABLE, "prerouting")?
+                .is_some_and(|r| r.is_empty()),
+        )
+    }
+
     fn owned_sets(&mut self) -> Result<Vec<String>> {
         let mut v: Vec<String> = OWNED_SETS.iter().map(|s| s.to_string()).collect();
         v.extend(

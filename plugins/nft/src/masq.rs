@@ -306,7 +306,20 @@ impl MasqSetup {
             return Ok(());
         }
 
-        let mut infra = false;
+        // A subnet whose jump is missing from an existing postrouting chain had its rules
+        // flushed by hand (`nft flush table`): its chain is rebuilt (deleted with whatever
+        // rules it has left, then created again with the rules and the jump).
+        let jumps = self.jumps()?;
+        let mut rebuild: Vec<bool> = subnets
+            .iter()
+            .map(|s| jumps.as_ref().is_some_and(|j| !j.contains(&s.name)))
+            .collect();
+        for (si, s) in subnets.iter().enumerate() {
+            if rebuild[si] && !query::chain_exists(&mut self.sock, FAMILY, TABLE, &s.name)? {
+                rebuild[si] = false;
+            }
+        }
+        let mut infra = rebuild.iter().any(|r| *r);
         // Elements for the same IPs in *other* subnets' sets (the IP was
         // used with another prefix before): looked up once when a subnet
         // has to be created, and deleted in the same batch.
@@ -327,6 +340,9 @@ impl MasqSetup {
                 b.add_table(FAMILY, TABLE, Create::IfMissing);
                 b.add_chain(&postrouting_spec(), Create::IfMissing);
                 for (si, s) in subnets.iter().enumerate() {
+                    if rebuild[si] {
+                        b.del_chain(FAMILY, TABLE, &s.name);
+                    }
                     if !subnet_exists[si] {
                         let i = push_subnet(&mut b, s);
                         tags.set(i, Tag::Subnet(si));
@@ -488,6 +504,60 @@ impl MasqSetup {
             }
             Ok(Plan::Commit(b, ()))
         })
+    }
+
+    /// Names of the subnets the postrouting chain jumps to (the jump rules' comments); None
+    /// when the chain (or the table) does not exist.
+    fn jumps(&mut self) -> Result<Option<HashSet<String>>> {
+        Ok(
+            query::list_rules(&mut self.sock, FAMILY, TABLE, POSTROUTING)?
+                .map(|rules| rules.into_iter().filter_map(|r| r.comment).collect()),
+        )
+    }
+
+    /// What of the attachment's masquerade state is missing or someone else's, as readable
+    /// descriptions; empty when everything is in place. Read-only.
+    pub fn check(
+        &mut self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        ips: &[(IpAddr, u8)],
+    ) -> Result<Vec<String>> {
+        let comment = validate_owner("ipMasq", network, container_id, ifname)?;
+        let Some(jumps) = self.jumps()? else {
+            return Ok(vec![format!("chain {FAMILY} {TABLE} {POSTROUTING}")]);
+        };
+        let mut missing = Vec::new();
+        for &(ip, p) in ips {
+            let s = Subnet::of(ip, p);
+            if !jumps.contains(&s.name) {
+                missing.push(format!(
+                    "the jump to {} in chain {FAMILY} {TABLE} {POSTROUTING}",
+                    s.name
+                ));
+            }
+            match query::list_rules(&mut self.sock, FAMILY, TABLE, &s.name)? {
+                None => missing.push(format!("chain {FAMILY} {TABLE} {}", s.name)),
+                Some(r) if r.len() < 3 => missing.push(format!(
+                    "rules of chain {FAMILY} {TABLE} {} ({} of 3)",
+                    s.name,
+                    r.len()
+                )),
+                Some(_) => {}
+            }
+            let el = Element::ip(ip);
+            match query::get_element(&mut self.sock, FAMILY, TABLE, &s.name, &el)? {
+                None => missing.push(format!("element {ip} of set {FAMILY} {TABLE} {}", s.name)),
+                Some(e) if e.comment.as_deref() != Some(comment.as_str()) => missing.push(format!(
+                    "element {ip} of set {FAMILY} {TABLE} {} belongs to {:?}, not {comment:?}",
+                    s.name,
+                    e.comment.unwrap_or_default()
+                )),
+                Some(_) => {}
+            }
+        }
+        Ok(missing)
     }
 
     /// Elements for the target IPs in subnet sets other than the target's.

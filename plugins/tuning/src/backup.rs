@@ -104,6 +104,42 @@ pub fn write_raw(p: &Path, bytes: &[u8]) -> Result<(), CniError> {
     Ok(())
 }
 
+/// Removes the temp files (`<file>.tmp<pid>`, see [`write_raw`]) whose writer is gone: a
+/// tuning killed between writing and renaming leaves one. Only those of the file `only` when
+/// given (DEL of one attachment), else every one in `dir` (GC). A live writer's file is left
+/// alone; failures are ignored (best-effort cleanup).
+pub fn remove_stale_temps(dir: &Path, only: Option<&Path>) {
+    let prefix = only.and_then(|p| p.file_name()).map(|n| {
+        let mut n = n.to_string_lossy().into_owned();
+        n.push_str(".tmp");
+        n
+    });
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((base, pid)) = name.rsplit_once(".json.tmp") else {
+            continue;
+        };
+        if prefix
+            .as_deref()
+            .is_some_and(|p| p != format!("{base}.json.tmp"))
+        {
+            continue;
+        }
+        let Ok(pid) = pid.parse::<libc::pid_t>() else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Removes the file; a missing one is fine.
 pub fn remove(p: &Path) -> Result<(), CniError> {
     match std::fs::remove_file(p) {
@@ -119,6 +155,24 @@ pub fn remove(p: &Path) -> Result<(), CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temps_of_dead_writers_go() {
+        let dir = std::env::temp_dir().join(format!("tuning-temps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // pid_max is at most 2^22: this writer cannot exist.
+        let dead = dir.join("c1_eth0.json.tmp1073741823");
+        let other = dir.join("c2_eth0.json.tmp1073741823");
+        let live = dir.join(format!("c1_eth0.json.tmp{}", std::process::id()));
+        for f in [&dead, &other, &live] {
+            std::fs::write(f, b"{").unwrap();
+        }
+        remove_stale_temps(&dir, Some(&path(dir.to_str().unwrap(), "c1", "eth0")));
+        assert!(!dead.exists() && other.exists() && live.exists());
+        remove_stale_temps(&dir, None);
+        assert!(!other.exists() && live.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn go_shape() {

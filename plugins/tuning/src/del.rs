@@ -16,6 +16,8 @@ pub fn del(req: &Request) -> Result<(), CniError> {
         return Ok(());
     };
     let p = backup::path(&dir, &req.env.container_id, &req.env.ifname);
+    // An ADD killed while saving left a temp file instead.
+    backup::remove_stale_temps(Path::new(&dir), Some(&p));
     let Some(bytes) = backup::read_raw(&p)? else {
         return Ok(());
     };

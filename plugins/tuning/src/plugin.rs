@@ -32,6 +32,7 @@ impl Plugin for Tuning {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(CniError::internal(format!("GC: read {dir}: {e}"))),
         };
+        backup::remove_stale_temps(std::path::Path::new(&dir), None);
         let mut errs = Vec::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

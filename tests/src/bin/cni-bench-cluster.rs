@@ -21,20 +21,17 @@
 //! of this executable (scripts/bench-cluster.sh builds them in release mode).
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cni_netlink::{Family, Netlink, RT_TABLE_MAIN};
 use cni_tests::bench::{Better, Report};
-use cni_tests::cluster::{wait_for, Cluster, NET};
+use cni_tests::cluster::{sim_hosts, wait_for, Cluster, Entries, HostNl, VX};
 use cni_tests::{in_netns, interrupt, run, sh, Call, Daemon, Netns, TempDir};
 use serde_json::{json, Value};
 
 const SPEC: &str = "n1=10.250.0.0/16,block=26,vni=4097";
-const VX: &str = "vx-4097";
 /// Agent timing for the benchmark: production-like (nothing expires during a run).
 const TIMING: &[&str] = &[
     "--block-ttl",
@@ -148,72 +145,6 @@ fn poll(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration 
 // Kernel state of a host's VXLAN link, read by netlink dump.
 // ---------------------------------------------------------------------------------------------
 
-/// What the agent programs per remote block, as sets comparable with the expected ones.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Entries {
-    neigh: BTreeSet<(Ipv4Addr, [u8; 6])>,
-    fdb: BTreeSet<([u8; 6], Ipv4Addr)>,
-    routes: BTreeSet<(Ipv4Addr, u8, Ipv4Addr)>,
-}
-
-/// A netlink socket inside a host netns.
-struct HostNl(Netlink);
-
-impl HostNl {
-    fn open(ns: &Netns) -> HostNl {
-        let f = File::open(&ns.path).expect("open host netns");
-        HostNl(Netlink::new_in_netns(&f).expect("netlink socket in host netns"))
-    }
-
-    fn vx_index(&mut self) -> Option<u32> {
-        self.0.link_by_name(VX).expect("link dump").map(|l| l.index)
-    }
-
-    /// Permanent neighbours, own FDB entries with a destination, and onlink routes via the
-    /// VXLAN link (exactly what the agent adds per remote block).
-    fn entries(&mut self) -> Entries {
-        let mut e = Entries::default();
-        let Some(idx) = self.vx_index() else { return e };
-        for n in self.0.neighbours(idx, Family::V4).expect("neigh dump") {
-            if let (true, Some(std::net::IpAddr::V4(ip)), Some(m)) = (n.permanent, n.ip, n.mac) {
-                e.neigh.insert((ip, m));
-            }
-        }
-        for n in self.0.fdb(idx).expect("fdb dump") {
-            if let (true, Some(m), Some(std::net::IpAddr::V4(ip))) = (n.permanent, n.mac, n.ip) {
-                if m != [0; 6] {
-                    e.fdb.insert((m, ip));
-                }
-            }
-        }
-        for r in self
-            .0
-            .routes(Family::V4, Some(RT_TABLE_MAIN))
-            .expect("route dump")
-        {
-            if let (
-                Some(_),
-                true,
-                Some((std::net::IpAddr::V4(d), l)),
-                Some(std::net::IpAddr::V4(g)),
-            ) = (r.oif.filter(|o| *o == idx), r.onlink, r.dst, r.gateway)
-            {
-                e.routes.insert((d, l, g));
-            }
-        }
-        e
-    }
-
-    /// Destinations of the remote-block routes.
-    fn route_dsts(&mut self) -> BTreeSet<(Ipv4Addr, u8)> {
-        self.entries()
-            .routes
-            .into_iter()
-            .map(|(d, l, _)| (d, l))
-            .collect()
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Scale: N simulated hosts' blocks on one real agent.
 // ---------------------------------------------------------------------------------------------
@@ -231,45 +162,6 @@ struct Scale {
     reconciles_del: usize,
     cpu_del_s: f64,
     quarantined: usize,
-}
-
-struct SimHost {
-    key: String,
-    value: String,
-    lease: i64,
-    block: Ipv4Addr,
-    tunnel: Ipv4Addr,
-    mac: [u8; 6],
-    vtep: Ipv4Addr,
-}
-
-fn sim_hosts(n: usize, etcd: &mut cni_tests::etcd_http::EtcdHttp) -> Vec<SimHost> {
-    (0..n)
-        .map(|i| {
-            // /26 blocks from 10.250.128.0 up: far from the first 100 free blocks, where the
-            // real agent claims its own.
-            let base = u32::from(Ipv4Addr::new(10, 250, 128, 0)) + (i as u32) * 64;
-            let block = Ipv4Addr::from(base);
-            let mac = [0x02, 0xb0, 0, 0, (i >> 8) as u8, i as u8];
-            let vtep = Ipv4Addr::new(10, 99, (i / 250) as u8, (i % 250 + 1) as u8);
-            let value = json!({
-                "host": format!("sim{i}"),
-                "vtep": vtep.to_string(),
-                "mac": cni_netlink::fmt_mac(&mac),
-                "tunnel_ip": block.to_string(),
-            })
-            .to_string();
-            SimHost {
-                key: format!("/cnm/v1/nets/{NET}/blocks/{block}-26"),
-                value,
-                lease: etcd.grant(600),
-                block,
-                tunnel: block,
-                mac,
-                vtep,
-            }
-        })
-        .collect()
 }
 
 /// CPU seconds (user + system) host i's agent has used so far.

@@ -13,9 +13,11 @@ pub mod version;
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
@@ -130,12 +132,34 @@ impl Invocation {
     }
 }
 
+/// A planned `kill -9` of one plugin execution (fault injection).
+#[derive(Clone, Copy, Debug)]
+pub struct KillPlan {
+    /// Time after the spawn at which the plugin gets SIGKILL (if it is still running).
+    pub delay: Duration,
+    /// Kill the plugin's whole process group (with the IPAM plugin it runs), not only it.
+    pub group: bool,
+}
+
+/// Fault injection into a [`Cni`]: asked before every plugin execution whether to kill it, and
+/// told how every execution ended, so a test can kill plugins mid-call like a crash or a
+/// runtime's timeout would.
+pub trait Faults: Send + Sync {
+    /// `Some` to SIGKILL this execution of `plugin` (its CNI_PATH name) for `command`.
+    fn plan(&self, plugin: &str, command: &str) -> Option<KillPlan>;
+    /// Every execution's wall time from spawn to exit, and whether a planned kill hit it
+    /// while it was still running (false when it was not planned or the plugin had exited).
+    fn done(&self, plugin: &str, command: &str, took: Duration, killed_mid_call: bool);
+}
+
 /// libcni's `CNIConfig`.
 pub struct Cni {
     pub path: Vec<PathBuf>,
     pub cache_dir: PathBuf,
     /// Run plugins inside this network namespace (a throwaway "host"); None: the caller's.
     pub host_netns: Option<PathBuf>,
+    /// Fault injection (see [`Faults`]); None: plugins run undisturbed.
+    pub faults: Option<Arc<dyn Faults>>,
     calls: Mutex<Vec<Invocation>>,
 }
 
@@ -145,8 +169,14 @@ impl Cni {
             path,
             cache_dir: cache_dir.into(),
             host_netns: None,
+            faults: None,
             calls: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn with_faults(mut self, faults: Arc<dyn Faults>) -> Cni {
+        self.faults = Some(faults);
+        self
     }
 
     pub fn in_netns(mut self, netns: impl Into<PathBuf>) -> Cni {
@@ -224,15 +254,45 @@ impl Cni {
             if let Some(f) = &host {
                 crate::setns_before_exec(&mut cmd, f);
             }
+            let name = plugin
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let command = cni_env
+                .iter()
+                .find(|(k, _)| *k == "CNI_COMMAND")
+                .map(|(_, v)| *v)
+                .unwrap_or_default();
+            let plan = self.faults.as_ref().and_then(|f| f.plan(&name, command));
+            if plan.is_some_and(|p| p.group) {
+                cmd.process_group(0);
+            }
+            let started = Instant::now();
             match cmd.spawn() {
                 Ok(mut child) => {
                     let mut sin = child.stdin.take().expect("piped stdin");
                     // A plugin that exits without reading stdin is not an error here.
                     let _ = sin.write_all(stdin);
                     drop(sin);
-                    break child
+                    if let Some(p) = plan {
+                        std::thread::sleep(p.delay.saturating_sub(started.elapsed()));
+                        // Still running (not reaped, so the pid cannot have been reused)?
+                        if matches!(child.try_wait(), Ok(None)) {
+                            let pid = child.id() as libc::pid_t;
+                            let target = if p.group { -pid } else { pid };
+                            // SAFETY: kill(2) of our own unreaped child (or its process
+                            // group, created by `process_group(0)` above).
+                            unsafe { libc::kill(target, libc::SIGKILL) };
+                        }
+                    }
+                    let out = child
                         .wait_with_output()
                         .map_err(|e| Error::new(format!("wait {}: {e}", plugin.display())))?;
+                    if let Some(f) = &self.faults {
+                        let killed = plan.is_some() && out.status.signal() == Some(libc::SIGKILL);
+                        f.done(&name, command, started.elapsed(), killed);
+                    }
+                    break out;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 5 => {
                     attempt += 1;
