@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo-fuzz / libFuzzer) of every parser of untrusted input: CNI
 # configs and conflists, CNI_ARGS, prevResult, the shim's HTTP requests and bodies, the
-# agent's etcd values. Each target runs FUZZ_SECONDS (default 30) from its seed corpus
+# agent's etcd values. Each target runs FUZZ_SECONDS (default 20) from its seed corpus
 # (fuzz/corpus/<target>) plus every input that once crashed it (fuzz/regressions/<target>).
 #
-#   scripts/fuzz.sh                     # every target, 30 s each
+#   scripts/fuzz.sh                     # every target, 20 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh cni_result shim_http
 #   FUZZ_SANITIZER=address scripts/fuzz.sh   # ASan (slower; the code under test is safe Rust)
 #
@@ -14,7 +14,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 
-secs="${FUZZ_SECONDS:-30}"
+secs="${FUZZ_SECONDS:-20}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 target_dir="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/fuzz"
 artifacts="${FUZZ_ARTIFACTS:-$target_dir/artifacts}"

@@ -104,7 +104,7 @@ pub async fn ensure_config(etcd: &Etcd, net: &str, want: Option<&NetConfig>) -> 
                     "no config at {key} yet; create it with --network {net}=SUBNET[,block=N,vni=N]"
                 ));
             };
-            let have: NetConfig = match serde_json::from_slice(kv.value()) {
+            let have = match NetConfig::decode(kv.value()) {
                 Ok(h) => h,
                 Err(e) => return Ok(Err(anyhow!("network {net}: bad config at {key}: {e}"))),
             };

@@ -176,7 +176,7 @@ async fn configs(served: &Served) -> Result<Vec<(String, NetConfig)>> {
             let name = k
                 .strip_prefix(&keys::nets_prefix())?
                 .strip_suffix("/config")?;
-            Some((name.to_string(), serde_json::from_slice(kv.value()).ok()?))
+            Some((name.to_string(), NetConfig::decode(kv.value()).ok()?))
         })
         .collect())
 }

@@ -42,13 +42,19 @@ fn check_block(b: &ipnetwork::Ipv4Network) {
     }
 }
 
-/// A network config as the agent takes it from etcd and then uses it.
+/// A network config as the agent takes it from etcd (`NetConfig::decode`) and then uses it.
 fn net_config(bytes: &[u8]) {
-    let Ok(c) = serde_json::from_slice::<NetConfig>(bytes) else {
-        return;
+    let c = match NetConfig::decode(bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(!e.is_empty());
+            return;
+        }
     };
     round_trip(&c);
     assert_eq!(c.difference(&c), None);
+    let want = 1u64 << (c.block - c.subnet.prefix());
+    assert_eq!(c.blocks().take(64).count() as u64, want.min(64));
     for b in c.blocks().take(64) {
         assert!(c.subnet.contains(b.network()), "{b} outside {}", c.subnet);
         check_block(&b);

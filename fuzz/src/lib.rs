@@ -72,6 +72,7 @@ pub mod shim {
         assert_eq!(n.ip(), n.network(), "{what} {s}: host bits accepted");
         // The default gateway is a usable address whenever the subnet has host addresses.
         let gw = pool::first_host(&n);
+        assert!(n.contains(gw), "{what} {n}: default gateway {gw} outside");
         let has_hosts = if n.is_ipv4() {
             n.prefix() <= 30
         } else {
