@@ -326,13 +326,20 @@ mod tests {
         assert_eq!(NetConfig::decode(&good).unwrap(), conf());
         let bad = br#"{"subnet":"10.0.0.0/16","block":8,"vni":1,"gateway":"10.0.0.1","port":1,"mode":"blocks"}"#;
         assert!(NetConfig::decode(bad).unwrap_err().contains("block /8"));
-        assert!(NetConfig::decode(b"{}").unwrap_err().contains("missing field"));
+        assert!(NetConfig::decode(b"{}")
+            .unwrap_err()
+            .contains("missing field"));
     }
 
     /// Found by fuzzing: a /31 or /32 block (a hand-edited blocks.json) underflowed.
     #[test]
     fn tiny_blocks_have_no_capacity() {
-        for b in ["0.0.0.0/32", "255.255.255.255/32", "10.0.0.0/31", "255.255.255.254/31"] {
+        for b in [
+            "0.0.0.0/32",
+            "255.255.255.255/32",
+            "10.0.0.0/31",
+            "255.255.255.254/31",
+        ] {
             let b: Ipv4Network = b.parse().unwrap();
             assert_eq!(block_capacity(&b), 0, "{b}");
             assert_eq!(free_in(&b, &[]), 0, "{b}");
