@@ -18,3 +18,5 @@ echo ">> cargo test"
 # suites never fight over the host's nftables or sysctls, while tests inside a suite still run
 # in parallel.
 cargo test --workspace -q --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
+echo ">> scripts/fuzz.sh (every fuzz target, ${FUZZ_SECONDS:-20} s each)"
+"$REPO_ROOT/scripts/fuzz.sh"

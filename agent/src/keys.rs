@@ -30,11 +30,15 @@ pub fn released(net: &str, b: &Ipv4Network) -> String {
     format!("{}{}-{}", released_prefix(net), b.network(), b.prefix())
 }
 
-/// The block of a `.../blocks/10.250.1.0-26` or `.../released/...` key.
+/// The block of a `.../blocks/10.250.1.0-26` or `.../released/...` key. A key with host bits
+/// (`10.250.1.5-26`) names no block: the agent never writes one, and taking it would make a
+/// second, different entry for the same block (found by fuzzing).
 pub fn parse_block(key: &str) -> Option<Ipv4Network> {
     let last = key.rsplit('/').next()?;
     let (ip, len) = last.split_once('-')?;
-    Ipv4Network::new(ip.parse().ok()?, len.parse().ok()?).ok()
+    Ipv4Network::new(ip.parse().ok()?, len.parse().ok()?)
+        .ok()
+        .filter(|b| b.ip() == b.network())
 }
 
 /// Value of `blocks/<cidr>`: who owns the block and how to reach it.
@@ -83,5 +87,6 @@ mod tests {
         assert_eq!(parse_block(&k), Some(b));
         assert_eq!(parse_block(&released("n1", &b)), Some(b));
         assert_eq!(parse_block("/cnm/v1/nets/n1/config"), None);
+        assert_eq!(parse_block("/cnm/v1/nets/n1/blocks/10.250.1.5-26"), None);
     }
 }

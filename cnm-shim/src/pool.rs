@@ -64,9 +64,12 @@ pub fn parse_addr(s: &str, what: &str) -> Result<IpNetwork> {
         .map_err(|_| err!("{what} {s:?} is not an IP address"))
 }
 
-/// The first address after the network address (docker's default gateway).
+/// The first address after the network address (docker's default gateway). A /32 or /128
+/// has no other address: its only one (not the address past the end of the space, which
+/// overflowed for `ffff:...:ffff/128`; found by fuzzing).
 pub fn first_host(net: &IpNetwork) -> IpAddr {
-    from_u128(to_u128(net.network()) + 1, net.is_ipv6())
+    let first = to_u128(net.network()).saturating_add(1).min(last_addr(net));
+    from_u128(first, net.is_ipv6())
 }
 
 /// The last address of `net` (all host bits set).
@@ -164,6 +167,11 @@ mod tests {
         );
         let s6 = n("fd00:1::/64");
         assert_eq!(first_host(&s6), ip("fd00:1::1"));
+        // Found by fuzzing (fuzz/regressions/shim_bodies): the last /128 and /32 of the space.
+        let top6 = n("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128");
+        assert_eq!(first_host(&top6), top6.ip());
+        let top4 = n("255.255.255.255/32");
+        assert_eq!(first_host(&top4), top4.ip());
         assert!(usable(&s6, ip("fd00:1::ffff:ffff:ffff:ffff")));
         assert_eq!(
             range_bounds(&s6, &n("fd00:1::100/120")),

@@ -28,6 +28,15 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// Decodes a config read back from etcd and checks it: another host, an older agent or a
+    /// hand-made `etcdctl put` may have written it, and the block arithmetic ([`Self::blocks`])
+    /// relies on [`Self::validate`] (found by fuzzing: `block` < the subnet's prefix panicked).
+    pub fn decode(bytes: &[u8]) -> Result<NetConfig, String> {
+        let c: NetConfig = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
     /// Checks the invariants; the error names the field and the fix.
     pub fn validate(&self) -> Result<(), String> {
         let s = self.subnet;
@@ -120,17 +129,22 @@ impl NetConfig {
 }
 
 /// The first and last address host-local may hand out in a block: the block's own base
-/// address is kept for the host's tunnel IP and its last one is never used.
+/// address is kept for the host's tunnel IP and its last one is never used. A /31 or /32
+/// block (only in a hand-edited `blocks.json`) has none: start > end, capacity 0.
 pub fn block_range(b: &Ipv4Network) -> (Ipv4Addr, Ipv4Addr) {
     let base = u32::from(b.network());
     let last = u32::from(b.broadcast());
-    (Ipv4Addr::from(base + 1), Ipv4Addr::from(last - 1))
+    (
+        Ipv4Addr::from(base.saturating_add(1)),
+        Ipv4Addr::from(last.saturating_sub(1)),
+    )
 }
 
 /// How many addresses of a block host-local may hand out.
 pub fn block_capacity(b: &Ipv4Network) -> usize {
     let (s, e) = block_range(b);
-    (u32::from(e) - u32::from(s) + 1) as usize
+    // `e` is at most u32::MAX - 1, so `e + 1` cannot overflow.
+    (u32::from(e) + 1).saturating_sub(u32::from(s)) as usize
 }
 
 /// What the agent publishes in `<runDir>/<net>/network.json`: the etcd config plus this host's
@@ -302,5 +316,34 @@ mod tests {
             "vni: etcd has 4097, this host wants 5000"
         );
         assert_eq!(conf().difference(&conf()), None);
+    }
+
+    /// Found by fuzzing (fuzz/regressions/agent_values): an etcd config whose block is wider
+    /// than its subnet made `blocks()` overflow; `decode` refuses it with the field named.
+    #[test]
+    fn decode_validates_what_etcd_holds() {
+        let good = serde_json::to_vec(&conf()).unwrap();
+        assert_eq!(NetConfig::decode(&good).unwrap(), conf());
+        let bad = br#"{"subnet":"10.0.0.0/16","block":8,"vni":1,"gateway":"10.0.0.1","port":1,"mode":"blocks"}"#;
+        assert!(NetConfig::decode(bad).unwrap_err().contains("block /8"));
+        assert!(NetConfig::decode(b"{}")
+            .unwrap_err()
+            .contains("missing field"));
+    }
+
+    /// Found by fuzzing: a /31 or /32 block (a hand-edited blocks.json) underflowed.
+    #[test]
+    fn tiny_blocks_have_no_capacity() {
+        for b in [
+            "0.0.0.0/32",
+            "255.255.255.255/32",
+            "10.0.0.0/31",
+            "255.255.255.254/31",
+        ] {
+            let b: Ipv4Network = b.parse().unwrap();
+            assert_eq!(block_capacity(&b), 0, "{b}");
+            assert_eq!(free_in(&b, &[]), 0, "{b}");
+        }
+        assert_eq!(block_capacity(&"255.255.255.252/30".parse().unwrap()), 2);
     }
 }

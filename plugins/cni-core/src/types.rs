@@ -89,11 +89,15 @@ fn type_err(ctx: &str, key: &str, want: &str, got: &Value) -> CniError {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 60 {
-        format!("{}...", &s[..57])
-    } else {
-        s
+    if s.len() <= 60 {
+        return s;
     }
+    // Cut on a character boundary: the value may hold any UTF-8 (found by fuzzing).
+    let mut end = 57;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
 }
 
 pub(crate) fn get_str(o: &Map<String, Value>, key: &str, ctx: &str) -> Result<String, CniError> {
@@ -259,5 +263,19 @@ impl IpConfig {
             address: parse_cidr(&addr, ctx)?,
             gateway: opt_ip(o, "gateway", ctx)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_error_cuts_long_non_ascii_values_on_a_char_boundary() {
+        let v: Value = serde_json::json!({"address": ["é".repeat(40)]});
+        let e = IpConfig::from_value(&v).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("\"address\" must be a string"), "{}", e.msg);
+        assert!(e.msg.ends_with("é..."), "{}", e.msg);
     }
 }
