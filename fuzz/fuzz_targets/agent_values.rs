@@ -3,8 +3,9 @@
 //! `state.json`, and the `network.json`/`blocks.json` the `cluster` plugin reads. The first
 //! byte picks the kind.
 //!
-//! The agent is a binary crate: its `keys` and `state` modules are compiled in here from
-//! their source files (they only need serde, ipnetwork and the cluster model).
+//! The agent's pure modules (`keys`, `values`: the one decoder of etcd values, with its size
+//! cap; `state`) are compiled in here from their source files, so the fuzz build does not
+//! pull in the agent's tokio/etcd-client stack.
 //!
 //! Invariants: no panic on any value, including the block arithmetic the agent and the
 //! plugin run on what they decoded; keys and values print back to what was read.
@@ -19,6 +20,9 @@ mod keys;
 #[allow(dead_code)]
 #[path = "../../agent/src/state.rs"]
 mod state;
+#[allow(dead_code)]
+#[path = "../../agent/src/values.rs"]
+mod values;
 
 /// Round trip through serde: what the agent writes must read back the same.
 fn round_trip<T>(v: &T)
@@ -80,6 +84,19 @@ fn host_files(bytes: &[u8]) {
 }
 
 fn etcd_values(bytes: &[u8]) {
+    // `<key>\n<value>`: through the agent's one decoder, as its watch and re-list read them.
+    if let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
+        if let Ok(key) = std::str::from_utf8(&bytes[..nl]) {
+            match values::decode_value(key, &bytes[nl + 1..]) {
+                Ok(Some(values::EtcdValue::Block { block, .. })) => check_block(&block),
+                Ok(Some(values::EtcdValue::Config { config, .. })) => {
+                    assert_eq!(config.validate(), Ok(()), "{key}: decoded but invalid")
+                }
+                Ok(_) => {}
+                Err(e) => assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
     if let Ok(v) = serde_json::from_slice::<keys::BlockValue>(bytes) {
         round_trip(&v);
     }

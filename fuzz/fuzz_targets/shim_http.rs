@@ -1,27 +1,22 @@
-//! cnm-shim's HTTP/1.1 request reader (`cnm_shim::http::read_request`) over a byte stream of
-//! keep-alive requests, each body then decoded by the endpoint its path names.
-//!
-//! Kept small on purpose: the head parser is the part expected to change; re-point
-//! `read_one` at the new entry point and keep the invariants.
+//! cnm-shim's HTTP/1.1 request reader (`cnm_shim::http::Input::read_request`, httparse for the
+//! head) over a byte stream of keep-alive requests, each body then decoded by the endpoint its
+//! path names.
 //! Invariants: a request has a method and a query-free path, lower-cased header names and a
 //! body no longer than the limit and equal to its Content-Length; a refused request carries
 //! one of the statuses the server answers with.
 #![no_main]
 
-use std::io::BufRead;
+use std::io::Cursor;
+use std::time::Duration;
 
-use cnm_shim::http::{read_request, ReadError, Request};
+use cnm_shim::http::{Input, ReadError, MAX_BODY_BYTES};
 use libfuzzer_sys::fuzz_target;
 
-fn read_one<R: BufRead>(r: &mut R) -> Result<Option<Request>, ReadError> {
-    read_request(r)
-}
-
 fuzz_target!(|data: &[u8]| {
-    let mut stream = data;
+    let mut input = Input::new(Cursor::new(data.to_vec()));
+    let wait = Duration::from_secs(1);
     for _ in 0..16 {
-        let before = stream.len();
-        match read_one(&mut stream) {
+        match input.read_request(wait, wait, || {}) {
             Ok(None) => break,
             Ok(Some(req)) => {
                 assert!(!req.method.is_empty() && !req.path.contains('?'), "{req:?}");
@@ -29,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(*k, k.to_ascii_lowercase(), "header name not lower-cased");
                     assert_eq!(k.trim(), k, "header name not trimmed");
                 }
-                assert!(req.body.len() <= 16 * 1024 * 1024);
+                assert!(req.body.len() <= MAX_BODY_BYTES);
                 let chunked = req
                     .header("transfer-encoding")
                     .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
@@ -37,14 +32,16 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(len.parse::<usize>().ok(), Some(req.body.len()));
                 }
                 cni_fuzz::shim::body(req.path.trim_start_matches('/'), &req.body);
-                assert!(stream.len() < before, "a request consumed nothing");
             }
             Err(ReadError::Bad { status, msg }) => {
-                assert!(matches!(status, 400 | 413 | 431 | 505), "status {status}");
+                assert!(
+                    matches!(status, 400 | 408 | 411 | 413 | 431 | 505),
+                    "status {status}"
+                );
                 assert!(!msg.is_empty());
                 break;
             }
-            Err(ReadError::Io(_)) => break,
+            Err(ReadError::Io(_) | ReadError::Idle) => break,
         }
     }
 });
