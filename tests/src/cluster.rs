@@ -62,6 +62,17 @@ pub struct Cluster {
 }
 
 /// Agent timing of the tests: short TTLs, so expiry and quarantine fit in a test.
+/// The `--network` spec of the benchmark and the agent kill test: one network, 64-address blocks.
+pub const SPEC_N1: &str = "n1=10.250.0.0/16,block=26,vni=4097";
+/// Production-like agent timing: nothing expires during a run.
+pub const STEADY_TIMING: &[&str] = &[
+    "--block-ttl",
+    "120",
+    "--quarantine",
+    "120",
+    "--resync",
+    "30",
+];
 pub const TEST_TIMING: &[&str] = &["--block-ttl", "4", "--quarantine", "4", "--resync", "2"];
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {

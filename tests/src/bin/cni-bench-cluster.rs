@@ -27,20 +27,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cni_tests::bench::{Better, Report};
-use cni_tests::cluster::{sim_hosts, wait_for, Cluster, Entries, HostNl, VX};
+use cni_tests::cluster::{
+    sim_hosts, wait_for, Cluster, Entries, HostNl, SPEC_N1, STEADY_TIMING, VX,
+};
 use cni_tests::{in_netns, interrupt, run, sh, Call, Daemon, Netns, TempDir};
 use serde_json::{json, Value};
 
-const SPEC: &str = "n1=10.250.0.0/16,block=26,vni=4097";
-/// Agent timing for the benchmark: production-like (nothing expires during a run).
-const TIMING: &[&str] = &[
-    "--block-ttl",
-    "120",
-    "--quarantine",
-    "120",
-    "--resync",
-    "30",
-];
 const PROBE_PORT: u16 = 7777;
 
 struct Opts {
@@ -186,7 +178,7 @@ fn count_updates(c: &Cluster, i: usize) -> usize {
 
 fn scale(o: &Opts) -> Scale {
     eprintln!("== scale: {} simulated hosts on one agent", o.sim_hosts);
-    let mut c = Cluster::with_timing(1, SPEC, &o.extra(), TIMING);
+    let mut c = Cluster::with_timing(1, SPEC_N1, &o.extra(), STEADY_TIMING);
     let mut etcd = c.etcd_http();
     let mut nl = HostNl::open(&c.hosts[0].ns);
     wait_for("vx link on h1", Duration::from_secs(10), || {
@@ -607,7 +599,7 @@ fn main() {
     let t_all = Instant::now();
     let sc = scale(&o);
 
-    let mut c = Cluster::with_timing(3, SPEC, &o.extra(), TIMING);
+    let mut c = Cluster::with_timing(3, SPEC_N1, &o.extra(), STEADY_TIMING);
     c.converge();
     let base: Vec<(usize, String)> = (0..3).map(|h| c.add_container(h)).collect();
     let jn = join(&mut c, &base, &o);

@@ -8,18 +8,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cni_tests::chain::Rng;
-use cni_tests::cluster::{sim_hosts, wait_for, Cluster, Entries, HostNl, SimHost};
+use cni_tests::cluster::{
+    sim_hosts, wait_for, Cluster, Entries, HostNl, SimHost, SPEC_N1, STEADY_TIMING,
+};
 
-const SPEC: &str = "n1=10.250.0.0/16,block=26,vni=4097";
-/// Nothing expires during the test (the simulated hosts' leases are 600 s).
-const TIMING: &[&str] = &[
-    "--block-ttl",
-    "120",
-    "--quarantine",
-    "120",
-    "--resync",
-    "30",
-];
 const SIMS: usize = 400;
 const BATCH: usize = 50;
 const ROUNDS: usize = 8;
@@ -67,7 +59,7 @@ fn pick(rng: &mut Rng, from: &BTreeSet<usize>, n: usize) -> Vec<usize> {
 fn hf_kill9_agent_mid_reconcile_converges_to_etcd() {
     let seed = Rng::seed();
     let mut rng = Rng::new(seed);
-    let mut c = Cluster::with_timing(1, SPEC, &[], TIMING);
+    let mut c = Cluster::with_timing(1, SPEC_N1, &[], STEADY_TIMING);
     let mut nl = HostNl::open(&c.hosts[0].ns);
     wait_for("the VXLAN link on h1", Duration::from_secs(20), || {
         nl.vx_index().is_some()
