@@ -193,15 +193,6 @@ pub fn settle(secs: u64, mut leftovers: impl FnMut() -> Vec<String>) -> Vec<Stri
     }
 }
 
-/// The p-th percentile (0..=100) of `v` (sorted in place); zero when empty.
-pub fn percentile(v: &mut [std::time::Duration], p: usize) -> std::time::Duration {
-    if v.is_empty() {
-        return std::time::Duration::ZERO;
-    }
-    v.sort();
-    v[((v.len() - 1) * p) / 100]
-}
-
 /// A small deterministic PRNG (xorshift64*) for fault schedules; the seed is printed so a
 /// failing schedule can be replayed (`HF_SEED`).
 pub struct Rng(u64);

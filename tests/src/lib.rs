@@ -6,7 +6,6 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -22,7 +21,8 @@ pub mod libcni;
 pub mod suite;
 
 pub use test_support::{
-    have, in_netns, poll_until, require, require_root, sh, unique, wait_for, Daemon, Netns, TempDir,
+    drift, have, in_netns, percentile, poll_until, require, require_root, sh, tenths, trend_drift,
+    unique, wait_for, Daemon, Netns, TempDir,
 };
 
 /// The directory holding the built binaries (`target/<profile>`), derived from the running
@@ -103,21 +103,27 @@ impl<'a> Call<'a> {
     }
 }
 
-/// Makes the child of `cmd` enter the network namespace `netns` (an open nsfs file, which
-/// must stay open until the spawn) before it execs.
-pub fn setns_before_exec(cmd: &mut Command, netns: &File) {
+/// Spawns `cmd` with its child in the network namespace `netns` (an open nsfs file).
+///
+/// The spawn happens on a short-lived thread that has entered `netns` itself (a thread's
+/// network namespace is its own, and a child inherits it), so `Command` keeps its
+/// `posix_spawn` (vfork-like) path, as Go runtimes do. A `pre_exec` hook would force a
+/// `fork` that copies the whole test process's page tables on every call: in a long run
+/// that cost grows with the process and dominated the soak's cycle times.
+pub fn spawn_in_netns(cmd: &mut Command, netns: &File) -> std::io::Result<std::process::Child> {
     let fd = netns.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
-    // which is async-signal-safe; `fd` stays open in the child (inherited, not CLOEXEC'd
-    // until exec).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) with an open nsfs fd; it changes only this thread's network
+            // namespace, and the thread ends right after the spawn.
+            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
-        });
-    }
+            cmd.spawn()
+        })
+        .join()
+        .expect("spawn thread panicked")
+    })
 }
 
 /// What a plugin printed.
@@ -179,10 +185,11 @@ pub fn run(call: &Call<'_>, stdin: &str) -> Reply {
     let host_file = call
         .host
         .map(|h| File::open(&h.path).expect("open host netns"));
-    if let Some(f) = &host_file {
-        setns_before_exec(&mut cmd, f);
+    let mut child = match &host_file {
+        Some(f) => spawn_in_netns(&mut cmd, f),
+        None => cmd.spawn(),
     }
-    let mut child = cmd.spawn().expect("spawn plugin");
+    .expect("spawn plugin");
     child
         .stdin
         .take()

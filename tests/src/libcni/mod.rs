@@ -160,7 +160,9 @@ pub struct Cni {
     pub host_netns: Option<PathBuf>,
     /// Fault injection (see [`Faults`]); None: plugins run undisturbed.
     pub faults: Option<Arc<dyn Faults>>,
-    calls: Mutex<Vec<Invocation>>,
+    /// The call log, when [`Cni::recording`] asked for one. Off by default: each entry holds
+    /// the whole environment and stdin (~10 KB), which a long run must not accumulate.
+    calls: Option<Mutex<Vec<Invocation>>>,
 }
 
 impl Cni {
@@ -170,8 +172,14 @@ impl Cni {
             cache_dir: cache_dir.into(),
             host_netns: None,
             faults: None,
-            calls: Mutex::new(Vec::new()),
+            calls: None,
         }
+    }
+
+    /// Keeps a log of every plugin execution, read with [`Cni::calls`].
+    pub fn recording(mut self) -> Cni {
+        self.calls = Some(Mutex::new(Vec::new()));
+        self
     }
 
     pub fn with_faults(mut self, faults: Arc<dyn Faults>) -> Cni {
@@ -184,9 +192,14 @@ impl Cni {
         self
     }
 
-    /// Every plugin execution so far.
+    /// Every plugin execution so far (panics unless built with [`Cni::recording`]).
     pub fn calls(&self) -> Vec<Invocation> {
-        self.calls.lock().expect("calls lock").clone()
+        self.calls
+            .as_ref()
+            .expect("no call log: build the Cni with .recording()")
+            .lock()
+            .expect("calls lock")
+            .clone()
     }
 
     /// `FindInPath`.
@@ -226,16 +239,18 @@ impl Cni {
             .filter(|(k, _)| !cni_env.iter().any(|(c, _)| c == k))
             .collect();
         env.extend(cni_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        self.calls.lock().expect("calls lock").push(Invocation {
-            plugin: plugin.to_path_buf(),
-            command: cni_env
-                .iter()
-                .find(|(k, _)| *k == "CNI_COMMAND")
-                .map(|(_, v)| v.to_string())
-                .unwrap_or_default(),
-            env: env.clone(),
-            stdin: stdin.to_vec(),
-        });
+        if let Some(calls) = &self.calls {
+            calls.lock().expect("calls lock").push(Invocation {
+                plugin: plugin.to_path_buf(),
+                command: cni_env
+                    .iter()
+                    .find(|(k, _)| *k == "CNI_COMMAND")
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_default(),
+                env: env.clone(),
+                stdin: stdin.to_vec(),
+            });
+        }
         let host = match &self.host_netns {
             Some(p) => Some(
                 File::open(p)
@@ -251,9 +266,6 @@ impl Cni {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            if let Some(f) = &host {
-                crate::setns_before_exec(&mut cmd, f);
-            }
             let name = plugin
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -268,7 +280,11 @@ impl Cni {
                 cmd.process_group(0);
             }
             let started = Instant::now();
-            match cmd.spawn() {
+            let spawned = match &host {
+                Some(f) => crate::spawn_in_netns(&mut cmd, f),
+                None => cmd.spawn(),
+            };
+            match spawned {
                 Ok(mut child) => {
                     let mut sin = child.stdin.take().expect("piped stdin");
                     // A plugin that exits without reading stdin is not an error here.

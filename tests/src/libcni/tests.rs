@@ -42,7 +42,7 @@ fn fixture() -> Fx {
         None,
     );
     fake(bin.path(), "broken", "", Some("plugin error: banana"));
-    let cni = Cni::new(vec![bin.0.clone()], cache.0.clone());
+    let cni = Cni::new(vec![bin.0.clone()], cache.0.clone()).recording();
     Fx { bin, cache, cni }
 }
 

@@ -8,11 +8,13 @@
 mod names;
 mod netns;
 mod proc;
+mod stats;
 mod tempdir;
 mod wait;
 
 pub use names::unique;
 pub use netns::{current_netns, enter_netns, in_netns, in_private_netns, unshare_net, Netns};
 pub use proc::{have, require, require_root, run_ok, sh, Daemon};
+pub use stats::{drift, percentile, tenths, trend_drift};
 pub use tempdir::TempDir;
 pub use wait::{poll_until, wait_for};

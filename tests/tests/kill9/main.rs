@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use cni_tests::chain::{percentile, result_ips, runtime_conf, settle, Rng, SuiteHost};
+use cni_tests::chain::{result_ips, runtime_conf, settle, Rng, SuiteHost};
 use cni_tests::libcni::{Cni, Faults, GcArgs, GcAttachment, KillPlan, NetworkConfigList};
-use cni_tests::{unique, Netns};
+use cni_tests::{percentile, unique, Netns};
 
 const WORKERS: usize = 4;
 /// Stop once this many kills hit a running plugin.
