@@ -42,13 +42,13 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use crate::batch::{self, Batch, Create, OpTags, Split};
+use crate::batch::{Batch, Create, OpTags, Split};
 use crate::error::{Error, Result};
 use crate::expr::{
     load_addr, match_ct_bits, match_nfproto, Expr, MetaKey, Verdict, CT_STATE_ESTABLISHED_RELATED,
     CT_STATUS_DNAT, NFT_CT_STATE, NFT_CT_STATUS,
 };
-use crate::owner::{owner_comment, parse_owner, validate_owner};
+use crate::owner::{owner_comment, parse_owner, validate_owner, OwnedElements};
 use crate::query;
 use crate::retry;
 use crate::socket::NftSocket;
@@ -57,6 +57,11 @@ use crate::types::*;
 
 pub const TABLE: &str = crate::tables::FIREWALL;
 pub const FAMILY: Family = Family::Inet;
+const ELEMENTS: OwnedElements = OwnedElements {
+    family: FAMILY,
+    table: TABLE,
+    op: "firewall delete",
+};
 pub const FORWARD: &str = "forward";
 pub const ADMIN: &str = "admin";
 /// The reference's default `iptablesAdminChainName`.
@@ -512,7 +517,7 @@ impl Firewall {
                 }
             }
         }
-        self.delete(victims, Split::Never)
+        ELEMENTS.delete(&mut self.sock, victims, Split::Never)
     }
 
     /// Deletes every element of `network` whose (container ID, ifname) `keep` rejects.
@@ -529,7 +534,7 @@ impl Firewall {
                 victims.push(l);
             }
         }
-        self.delete(victims, Split::Chunks)?;
+        ELEMENTS.delete(&mut self.sock, victims, Split::Chunks)?;
         Ok(removed)
     }
 
@@ -555,18 +560,7 @@ impl Firewall {
 
     fn all_elements(&mut self) -> Result<Vec<SetElement>> {
         let sets: Vec<String> = set_specs().into_iter().map(|s| s.name).collect();
-        query::dump_elements(&mut self.sock, FAMILY, TABLE, &sets)
-    }
-
-    fn delete(&mut self, victims: Vec<SetElement>, split: Split<'_>) -> Result<()> {
-        batch::delete_elements(
-            &mut self.sock,
-            FAMILY,
-            TABLE,
-            victims,
-            split,
-            "firewall delete",
-        )
+        ELEMENTS.dump(&mut self.sock, &sets)
     }
 }
 

@@ -547,9 +547,9 @@ mod tests {
         assert!(accepts_bridge(&rule(&o), true, "br0"));
         assert!(!accepts_bridge(&rule(&i), false, "br01"));
         assert!(!accepts_bridge(&rule(&i), false, "br"));
-        // nft-style 16-byte padded name, no counter
-        let nft_style = Rule {
-            handle: 2,
+        // `iifname <data> accept` as nft writes it: no counter.
+        let iif_accept = |handle, data| Rule {
+            handle,
             exprs: vec![
                 Expr::Meta {
                     key: MetaKey::IifName,
@@ -558,30 +558,17 @@ mod tests {
                 Expr::Cmp {
                     sreg: 1,
                     op: CmpOp::Eq,
-                    data: crate::expr::ifname_key("br0"),
+                    data,
                 },
                 Expr::Immediate(Verdict::Accept),
             ],
             comment: None,
         };
+        // nft-style 16-byte padded name
+        let nft_style = iif_accept(2, crate::expr::ifname_key("br0"));
         assert!(accepts_bridge(&nft_style, false, "br0"));
         // prefix match `-i br+` (no NUL) is not ours
-        let wildcard = Rule {
-            handle: 3,
-            exprs: vec![
-                Expr::Meta {
-                    key: MetaKey::IifName,
-                    dreg: 1,
-                },
-                Expr::Cmp {
-                    sreg: 1,
-                    op: CmpOp::Eq,
-                    data: b"br0".to_vec(),
-                },
-                Expr::Immediate(Verdict::Accept),
-            ],
-            comment: None,
-        };
+        let wildcard = iif_accept(3, b"br0".to_vec());
         assert!(!accepts_bridge(&wildcard, false, "br0"));
     }
 }

@@ -53,13 +53,13 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::attr::AttrWriter;
-use crate::batch::{self, Batch, Create, Split};
+use crate::batch::{Batch, Create, Split};
 use crate::error::{Error, Result};
 use crate::expr::{
     addr_bytes, load_addr, load_dport, match_addr_prefix, match_ct_bits, match_nfproto, CmpOp,
     Expr, MetaKey, Verdict, CT_STATUS_DNAT, NFT_CT_STATUS,
 };
-use crate::owner::{parse_owner, validate_owner};
+use crate::owner::{parse_owner, validate_owner, OwnedElements};
 use crate::query;
 use crate::retry;
 use crate::socket::NftSocket;
@@ -70,6 +70,11 @@ use crate::types::*;
 
 pub const TABLE: &str = crate::tables::PORTS;
 pub const FAMILY: Family = Family::Inet;
+const ELEMENTS: OwnedElements = OwnedElements {
+    family: FAMILY,
+    table: TABLE,
+    op: "portmap delete",
+};
 pub const CLAIMS: &str = "claims";
 pub const INTERNAL_SET: &str = "internal";
 pub const INTERNAL_SELF_SET: &str = "internal_self";
@@ -958,20 +963,13 @@ impl HostPorts {
         sets: &[S],
         pick: impl Fn(&str) -> bool,
     ) -> Result<Vec<Owned>> {
-        let mut all = query::dump_elements(&mut self.sock, FAMILY, TABLE, sets)?;
+        let mut all = ELEMENTS.dump(&mut self.sock, sets)?;
         all.retain(|o| o.element.comment.as_deref().is_some_and(&pick));
         Ok(all)
     }
 
     fn delete(&mut self, victims: Vec<Owned>, split: Split<'_>) -> Result<()> {
-        batch::delete_elements(
-            &mut self.sock,
-            FAMILY,
-            TABLE,
-            victims,
-            split,
-            "portmap delete",
-        )
+        ELEMENTS.delete(&mut self.sock, victims, split)
     }
 }
 

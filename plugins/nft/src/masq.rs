@@ -52,10 +52,10 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use crate::batch::{self, Batch, Create, OpTags, Split};
+use crate::batch::{Batch, Create, OpTags, Split};
 use crate::error::{Error, Result};
 use crate::expr::{load_addr, match_addr_prefix, match_nfproto, nfproto_of, Expr, Verdict};
-use crate::owner::{owner_comment, parse_owner, validate_owner};
+use crate::owner::{owner_comment, parse_owner, validate_owner, OwnedElements};
 use crate::query;
 use crate::retry::{self, Plan};
 use crate::socket::NftSocket;
@@ -64,6 +64,11 @@ use crate::types::*;
 
 pub const TABLE: &str = crate::tables::MAIN;
 pub const FAMILY: Family = Family::Inet;
+const ELEMENTS: OwnedElements = OwnedElements {
+    family: FAMILY,
+    table: TABLE,
+    op: "ipMasq delete",
+};
 pub const POSTROUTING: &str = "postrouting";
 const SUBNET_PREFIX: [&str; 2] = ["masq4-", "masq6-"];
 
@@ -431,7 +436,7 @@ impl MasqSetup {
                 }
             }
         }
-        self.delete_elements(victims, Split::Never)
+        ELEMENTS.delete(&mut self.sock, victims, Split::Never)
     }
 
     /// Deletes every element of `network` whose (container ID, ifname) is
@@ -452,7 +457,7 @@ impl MasqSetup {
                 victims.push(l);
             }
         }
-        self.delete_elements(victims, Split::Chunks)?;
+        ELEMENTS.delete(&mut self.sock, victims, Split::Chunks)?;
         // Pruning is housekeeping: under constant churn it may not settle, and an empty
         // subnet chain left for the next GC is harmless. Only real errors fail the GC.
         match self.prune_subnets() {
@@ -592,19 +597,7 @@ impl MasqSetup {
 
     fn elements(&mut self, subnets: &[Subnet]) -> Result<Vec<SetElement>> {
         let sets: Vec<&str> = subnets.iter().map(|s| s.name.as_str()).collect();
-        query::dump_elements(&mut self.sock, FAMILY, TABLE, &sets)
-    }
-
-    /// Deletes `victims`; elements that vanished in the meantime are skipped.
-    fn delete_elements(&mut self, victims: Vec<SetElement>, split: Split<'_>) -> Result<()> {
-        batch::delete_elements(
-            &mut self.sock,
-            FAMILY,
-            TABLE,
-            victims,
-            split,
-            "ipMasq delete",
-        )
+        ELEMENTS.dump(&mut self.sock, &sets)
     }
 }
 

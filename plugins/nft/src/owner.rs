@@ -2,7 +2,39 @@
 //! `<network> <containerID> <ifname>`, so DEL without state and GC find an
 //! attachment's elements (masquerade, spoofchk, published ports).
 
+use crate::batch::{self, Split};
 use crate::error::{Error, Result};
+use crate::query;
+use crate::socket::NftSocket;
+use crate::types::{Family, SetElement};
+
+/// Where an engine (ipMasq, firewall, macspoofchk, published ports) keeps its owner-tagged
+/// elements, and what its deletions are called in errors: the one way they are all dumped
+/// (DEL without state, GC, listing) and deleted.
+pub(crate) struct OwnedElements {
+    pub family: Family,
+    pub table: &'static str,
+    /// Names a deletion in its final error (e.g. "ipMasq delete").
+    pub op: &'static str,
+}
+
+impl OwnedElements {
+    /// Every element of `sets` with the set holding it (none for a missing table or set).
+    pub fn dump<S: AsRef<str>>(&self, sock: &mut NftSocket, sets: &[S]) -> Result<Vec<SetElement>> {
+        query::dump_elements(sock, self.family, self.table, sets)
+    }
+
+    /// Deletes `victims` in transactions as `split` says; elements that vanished in the
+    /// meantime (a concurrent DEL or GC) are skipped.
+    pub fn delete(
+        &self,
+        sock: &mut NftSocket,
+        victims: Vec<SetElement>,
+        split: Split<'_>,
+    ) -> Result<()> {
+        batch::delete_elements(sock, self.family, self.table, victims, split, self.op)
+    }
+}
 
 /// Owner of an element. None of the three may contain whitespace (CNI
 /// restricts network names and container IDs to `[A-Za-z0-9_.-]`, the kernel

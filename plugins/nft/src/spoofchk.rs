@@ -49,10 +49,10 @@
 use cni_netlink::{fmt_mac, parse_mac_record};
 use sha2::{Digest, Sha256};
 
-use crate::batch::{self, Batch, Create, OpTags, Split};
+use crate::batch::{Batch, Create, OpTags, Split};
 use crate::error::{Error, Result};
 use crate::expr::{load_ether_saddr, Expr, MetaKey, Verdict};
-use crate::owner::{owner_comment, parse_owner};
+use crate::owner::{owner_comment, parse_owner, OwnedElements};
 use crate::query;
 use crate::retry;
 use crate::socket::NftSocket;
@@ -61,6 +61,11 @@ use crate::types::*;
 
 pub const TABLE: &str = crate::tables::MAIN;
 pub const FAMILY: Family = Family::Bridge;
+const ELEMENTS: OwnedElements = OwnedElements {
+    family: FAMILY,
+    table: TABLE,
+    op: "macspoofchk delete",
+};
 pub const CHAIN: &str = "prerouting";
 pub const PORTS_SET: &str = "spoofchk_ports";
 pub const ALLOWED_SET: &str = "spoofchk_allowed";
@@ -464,28 +469,20 @@ impl SpoofChk {
 
     /// Every element of the three sets (empty if the table does not exist).
     fn elements(&mut self) -> Result<Vec<SetElement>> {
-        query::dump_elements(
-            &mut self.sock,
-            FAMILY,
-            TABLE,
-            &[PORTS_SET, ALLOWED_SET, OWNERS_SET],
-        )
+        ELEMENTS.dump(&mut self.sock, &[PORTS_SET, ALLOWED_SET, OWNERS_SET])
     }
 
     /// Deletes `victims` (vanished ones are skipped), all of one owner in the same
-    /// transaction, in transactions of about [`batch::DELETE_CHUNK`] elements.
+    /// transaction, in transactions of about [`crate::batch::DELETE_CHUNK`] elements.
     fn delete_elements(&mut self, mut victims: Vec<SetElement>) -> Result<()> {
         fn owner(e: &Element) -> Option<&str> {
             e.comment.as_deref().and_then(element_owner_str)
         }
         victims.sort_by_cached_key(|l| owner(&l.element).map(str::to_string));
-        batch::delete_elements(
+        ELEMENTS.delete(
             &mut self.sock,
-            FAMILY,
-            TABLE,
             victims,
             Split::ChunksKeeping(&|a, b| owner(a) == owner(b)),
-            "macspoofchk delete",
         )
     }
 }
