@@ -21,8 +21,8 @@ pub mod libcni;
 pub mod suite;
 
 pub use test_support::{
-    drift, have, in_netns, percentile, poll_until, require, require_root, sh, tenths, trend_drift,
-    unique, wait_for, Daemon, Netns, TempDir,
+    drift, have, in_netns, nft_set_members, percentile, poll_until, require, require_root, sh,
+    tenths, trend_drift, unique, wait_for, Daemon, Netns, TempDir,
 };
 
 /// The directory holding the built binaries (`target/<profile>`), derived from the running

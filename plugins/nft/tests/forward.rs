@@ -99,18 +99,10 @@ fn docker_user_rules_are_iptables_compatible_and_idempotent() {
 fn concurrent_ensure_makes_no_duplicates() {
     in_netns(|| {
         simulate_dockerd();
-        let ns = current_netns();
-        let threads: Vec<_> = (0..16)
-            .map(|i| {
-                let ns = ns.try_clone().unwrap();
-                std::thread::spawn(move || {
-                    enter_netns(&ns);
-                    ensure_bridge_forwarding(&format!("br{}", i % 4), true)
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap().expect("concurrent ensure failed");
+        for r in concurrently(16, |i| {
+            ensure_bridge_forwarding(&format!("br{}", i % 4), true)
+        }) {
+            r.expect("concurrent ensure failed");
         }
         let v4 = run("iptables", &["-S", "DOCKER-USER"]);
         assert_eq!(v4.lines().count(), 1 + 4 * 2 + 1, "{v4}");

@@ -191,49 +191,34 @@ fn gc_removes_stale_entries_of_one_network_and_unused_chains() {
 #[test]
 fn concurrent_adds_make_no_duplicates() {
     in_netns(|| {
-        let ns = current_netns();
-        let threads: Vec<_> = (0..16)
-            .map(|i| {
-                let ns = ns.try_clone().unwrap();
-                std::thread::spawn(move || {
-                    enter_netns(&ns);
-                    let mut m = MasqSetup::new().unwrap();
-                    // Two subnets shared by everyone, one private per thread,
-                    // plus v6.
-                    m.add(
-                        "net",
-                        &format!("c{i}"),
-                        "eth0",
-                        &[
-                            (format!("10.{}.0.{}", i % 2, i + 2).parse().unwrap(), 24),
-                            (format!("10.100.{i}.2").parse().unwrap(), 24),
-                            (format!("fd00::{:x}", i + 2).parse().unwrap(), 64),
-                        ],
-                    )
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap().expect("concurrent add failed");
+        let adds = concurrently(16, |i| {
+            // Two subnets shared by everyone, one private per thread, plus v6.
+            MasqSetup::new().unwrap().add(
+                "net",
+                &format!("c{i}"),
+                "eth0",
+                &[
+                    (format!("10.{}.0.{}", i % 2, i + 2).parse().unwrap(), 24),
+                    (format!("10.100.{i}.2").parse().unwrap(), 24),
+                    (format!("fd00::{:x}", i + 2).parse().unwrap(), 64),
+                ],
+            )
+        });
+        for r in adds {
+            r.expect("concurrent add failed");
         }
         let m = MasqSetup::new().unwrap().list(Some("net")).unwrap();
         assert_eq!(m.len(), 48);
         // (2 shared v4 + 16 private v4 + 1 v6 subnets) * (jump + 3).
         assert_eq!(rule_count(), (2 + 16 + 1) * 4, "{}", list_table());
         // And concurrent DELs.
-        let threads: Vec<_> = (0..16)
-            .map(|i| {
-                let ns = ns.try_clone().unwrap();
-                std::thread::spawn(move || {
-                    enter_netns(&ns);
-                    MasqSetup::new()
-                        .unwrap()
-                        .del("net", &format!("c{i}"), "eth0", None)
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap().expect("concurrent del failed");
+        let dels = concurrently(16, |i| {
+            MasqSetup::new()
+                .unwrap()
+                .del("net", &format!("c{i}"), "eth0", None)
+        });
+        for r in dels {
+            r.expect("concurrent del failed");
         }
         assert!(MasqSetup::new().unwrap().list(None).unwrap().is_empty());
     });

@@ -37,30 +37,8 @@ fn of_kind<'a>(rs: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 /// Elements of one of our sets as (key rendered by nft, comment).
 fn elements(set: &str) -> Vec<(String, String)> {
-    let rs = ruleset();
-    let Some(s) = of_kind(&rs, "set")
-        .into_iter()
-        .find(|s| s["family"] == "bridge" && s["table"] == TABLE && s["name"] == set)
-    else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in s["elem"].as_array().into_iter().flatten() {
-        let val = &e["elem"]["val"];
-        let key = match val.get("concat") {
-            Some(parts) => parts
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-                .join(" . "),
-            None => val.as_str().unwrap().to_string(),
-        };
-        out.push((key, e["elem"]["comment"].as_str().unwrap_or("").to_string()));
-    }
-    out.sort();
-    out
+    let rs: Value = serde_json::from_str(&nft(&["-j", "list", "ruleset"])).unwrap();
+    test_support::nft_set_members(&rs, "bridge", TABLE, set)
 }
 
 fn our_rules() -> Vec<Value> {
@@ -311,40 +289,32 @@ fn invalid_input_is_rejected_before_touching_the_kernel() {
 #[test]
 fn concurrent_adds_and_dels_make_no_duplicates() {
     in_netns(|| {
-        let ns = current_netns();
-        let spawn = |f: fn(&mut SpoofChk, u8)| -> Vec<std::thread::JoinHandle<()>> {
-            (0..16u8)
-                .map(|i| {
-                    let ns = ns.try_clone().unwrap();
-                    std::thread::spawn(move || {
-                        enter_netns(&ns);
-                        f(&mut SpoofChk::new().unwrap(), i)
-                    })
-                })
-                .collect()
-        };
         // 16 first ADDs racing to create the table, chain and rule.
-        for t in spawn(|s, i| {
-            s.add(
-                "net",
-                &format!("c{i}"),
-                "eth0",
-                &format!("veth{i}"),
-                [2, 0, 0, 0, 0, i],
-            )
-            .unwrap()
-        }) {
-            t.join().unwrap();
-        }
+        concurrently(16, |i| {
+            let i = i as u8;
+            SpoofChk::new()
+                .unwrap()
+                .add(
+                    "net",
+                    &format!("c{i}"),
+                    "eth0",
+                    &format!("veth{i}"),
+                    [2, 0, 0, 0, 0, i],
+                )
+                .unwrap()
+        });
         assert_eq!(our_rules().len(), 1, "{}", nft(&["list", "ruleset"]));
         assert_eq!(of_kind(&ruleset(), "chain").len(), 1);
         assert_eq!(elements(PORTS_SET).len(), 16);
         assert_eq!(elements(ALLOWED_SET).len(), 16);
         assert_eq!(elements(OWNERS_SET).len(), 16);
 
-        // DELs of half, racing ADDs of new ones and GC of another network.
-        let mut ts = spawn(|s, i| {
-            if i % 2 == 0 {
+        // DELs of half, racing ADDs of new ones and 16 GCs of another network.
+        concurrently(32, |i| {
+            let (mut s, i) = (SpoofChk::new().unwrap(), i as u8);
+            if i >= 16 {
+                s.gc("elsewhere", &|_, _| false).unwrap();
+            } else if i % 2 == 0 {
                 s.del("net", &format!("c{i}"), "eth0").unwrap()
             } else {
                 let n = i + 100;
@@ -358,12 +328,6 @@ fn concurrent_adds_and_dels_make_no_duplicates() {
                 .unwrap()
             }
         });
-        ts.extend(spawn(|s, _| {
-            s.gc("elsewhere", &|_, _| false).unwrap();
-        }));
-        for t in ts {
-            t.join().unwrap();
-        }
         assert_eq!(our_rules().len(), 1);
         let mut sock = NftSocket::new().unwrap();
         let mut n = |set| {

@@ -192,3 +192,24 @@ pub fn enter_netns(ns: &File) {
     let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
+
+/// Runs `f(0)` .. `f(n - 1)` at once, each on its own thread in the calling thread's netns (a
+/// race of concurrent callers); their results in that order once all have finished. A panic in
+/// `f` is the caller's.
+pub fn concurrently<T: Send + 'static>(
+    n: usize,
+    f: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let f = std::sync::Arc::new(f);
+    let ns = current_netns();
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (ns, f) = (ns.try_clone().expect("dup netns fd"), f.clone());
+            std::thread::spawn(move || {
+                enter_netns(&ns);
+                f(i)
+            })
+        })
+        .collect();
+    threads.into_iter().map(join).collect()
+}

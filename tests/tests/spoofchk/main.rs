@@ -6,7 +6,9 @@
 //! Needs root, `ip`, `nft`, `busybox` and the binaries built first (`cargo build --workspace
 //! --bins`).
 
-use cni_tests::{bin, run, unique, with_prev_result, Call, Netns, PluginDir, Reply, TempDir};
+use cni_tests::{
+    bin, nft_set_members, run, unique, with_prev_result, Call, Netns, PluginDir, Reply, TempDir,
+};
 use serde_json::{json, Value};
 
 struct Fx {
@@ -106,31 +108,7 @@ impl Fx {
     /// Elements of `bridge cni_rs <set>` as nft renders them (`"a . b"` for concatenations),
     /// with their comments.
     fn elements(&self, set: &str) -> Vec<(String, String)> {
-        let rs = self.host.nft_ruleset();
-        let mut out = Vec::new();
-        for o in rs["nftables"].as_array().into_iter().flatten() {
-            let s = &o["set"];
-            if s["family"] != "bridge" || s["table"] != "cni_rs" || s["name"] != set {
-                continue;
-            }
-            for e in s["elem"].as_array().into_iter().flatten() {
-                let val = &e["elem"]["val"];
-                let key = match val.get("concat") {
-                    Some(parts) => parts
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|p| p.as_str().unwrap().to_string())
-                        .collect::<Vec<_>>()
-                        .join(" . "),
-                    None => val.as_str().unwrap().to_string(),
-                };
-                let comment = e["elem"]["comment"].as_str().unwrap_or("").to_string();
-                out.push((key, comment));
-            }
-        }
-        out.sort();
-        out
+        nft_set_members(&self.host.nft_ruleset(), "bridge", "cni_rs", set)
     }
 
     /// (port, allowed, owners) element counts.

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::sync::mpsc;
 
 #[allow(unused_imports)]
-pub use test_support::{current_netns, enter_netns, in_private_netns as in_netns, unshare_net};
+pub use test_support::{
+    concurrently, current_netns, enter_netns, in_private_netns as in_netns, unshare_net,
+};
 
 /// Runs a command from the calling thread (so it inherits that thread's
 /// netns) and returns stdout; panics with stderr on failure.
