@@ -7,15 +7,13 @@
 //! a panic); what a decoder accepts satisfies its documented bounds; key folding is idempotent.
 #![no_main]
 
-use cni_core::{json, result, skel, CniError, CniResult, IpConfig, Plugin, Request};
+use cni_core::{json, result, skel, CniError, CniResult, IpConfig, Request};
 use cni_fuzz::check_cni_error;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 
 /// Codes a config decoder may return: the skel's decoding error and the invalid config.
 const CONF: &[u32] = &[6, 7];
-
-struct AllDecoders;
 
 fn load_all(req: &Request) {
     match cni_bridge::config::load(req) {
@@ -80,8 +78,9 @@ fn load_all(req: &Request) {
     }
 }
 
-impl Plugin for AllDecoders {
-    fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+/// A plugin whose ADD runs every decoder and returns a fixed result.
+const ALL_DECODERS: skel::Verbs = skel::Verbs {
+    add: |req| {
         load_all(req);
         Ok(CniResult {
             cni_version: req.cni_version.clone(),
@@ -92,20 +91,12 @@ impl Plugin for AllDecoders {
             }],
             ..Default::default()
         })
-    }
-    fn del(&self, _: &Request) -> Result<(), CniError> {
-        Ok(())
-    }
-    fn check(&self, _: &Request) -> Result<(), CniError> {
-        Ok(())
-    }
-    fn gc(&self, _: &Request) -> Result<(), CniError> {
-        Ok(())
-    }
-    fn status(&self, _: &Request) -> Result<(), CniError> {
-        Ok(())
-    }
-}
+    },
+    del: skel::nothing,
+    check: skel::nothing,
+    gc: skel::nothing,
+    status: skel::nothing,
+};
 
 fn env(k: &str) -> Option<String> {
     Some(
@@ -123,7 +114,7 @@ fn env(k: &str) -> Option<String> {
 
 /// One plugin call with `stdin`, as a runtime makes it.
 fn call(stdin: &[u8]) {
-    let out = skel::dispatch(&AllDecoders, "fuzz", &env, &mut &stdin[..]);
+    let out = skel::dispatch(&ALL_DECODERS, "fuzz", &env, &mut &stdin[..]);
     let v: Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", out.stdout));
     if out.code == 0 {

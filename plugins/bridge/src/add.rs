@@ -106,10 +106,14 @@ fn build<S: Sys>(
     port::configure(hnl, &hveth, conf)?;
 
     let ifname = &req.env.ifname;
-    let has4 = result.ips.iter().any(|i| i.address.is_ipv4());
-    let has6 = result.ips.iter().any(|i| i.address.is_ipv6());
+    let iface = container::Iface {
+        name: ifname,
+        v4: result.ips.iter().any(|i| i.address.is_ipv4()),
+        v6: result.ips.iter().any(|i| i.address.is_ipv6()),
+        enable_dad: conf.enable_dad,
+    };
     // One setns window: the container-side socket and the interface's sysctls.
-    let mut cnl = sys.enter_container(ns, ifname, has4, has6, conf.enable_dad)?;
+    let mut cnl = sys.enter_container(ns, iface)?;
     let cnl = &mut cnl;
     // The host end reports its peer's ifindex (IFLA_LINK): no lookup needed.
     let cidx = match hveth.link {

@@ -9,15 +9,26 @@ use cni_netlink::{sysctl_set, Family, NetNs, Netlink, RTPROT_BOOT, RT_SCOPE_UNIV
 use crate::errors::NlContext;
 use crate::sys::Links;
 
+/// The container's interface as [`enter`] prepares it.
+#[derive(Debug, Clone, Copy)]
+pub struct Iface<'a> {
+    pub name: &'a str,
+    /// It gets IPv4 addresses: arp_notify.
+    pub v4: bool,
+    /// It gets IPv6 addresses: IPv6 enabled, keep_addr_on_down and DAD (`enable_dad`).
+    pub v6: bool,
+    pub enable_dad: bool,
+}
+
 /// Enters the container netns once: opens the netlink socket used for the container side and
 /// sets the interface's sysctls (`/proc/sys/net` binds to the netns of the opening thread).
-pub fn enter(
-    ns: &NetNs,
-    ifname: &str,
-    has_v4: bool,
-    has_v6: bool,
-    enable_dad: bool,
-) -> Result<Netlink, CniError> {
+pub fn enter(ns: &NetNs, iface: Iface<'_>) -> Result<Netlink, CniError> {
+    let Iface {
+        name: ifname,
+        v4: has_v4,
+        v6: has_v6,
+        enable_dad,
+    } = iface;
     let run = || -> Result<Netlink, cni_netlink::Error> {
         let sock = Netlink::new()?;
         if has_v4 {

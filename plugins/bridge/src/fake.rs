@@ -17,6 +17,7 @@ use cni_netlink::{
 };
 
 use crate::config::Conf;
+use crate::container::Iface;
 use crate::firewall::Port;
 use crate::sys::{Links, Sys};
 
@@ -334,16 +335,10 @@ impl Sys for Fake {
         Ok(true)
     }
 
-    fn enter_container(
-        &mut self,
-        _ns: &NetNs,
-        ifname: &str,
-        has_v4: bool,
-        has_v6: bool,
-        _enable_dad: bool,
-    ) -> Result<FakeLinks, CniError> {
+    fn enter_container(&mut self, _ns: &NetNs, iface: Iface<'_>) -> Result<FakeLinks, CniError> {
+        let Iface { name, v4, v6, .. } = iface;
         self.state()
-            .record_cni(format!("enter container {ifname} v4={has_v4} v6={has_v6}"))?;
+            .record_cni(format!("enter container {name} v4={v4} v6={v6}"))?;
         Ok(self.links("container"))
     }
 

@@ -1,3 +1,3 @@
 fn main() {
-    cni_core::skel::run(&cni_bridge::plugin::Bridge, "bridge")
+    cni_core::skel::run(&cni_bridge::plugin::BRIDGE, "bridge")
 }

@@ -1,46 +1,39 @@
 //! The verb table: ADD, DEL, CHECK, GC and STATUS for the skel.
 
-use cni_core::{CniError, CniResult, Command, Plugin, Request};
+use cni_core::skel::Verbs;
+use cni_core::{CniError, Command, Request};
 
 use crate::{add, check, config, del, firewall};
 
-pub struct Bridge;
+pub const BRIDGE: Verbs = Verbs {
+    add: add::add,
+    del: del::del,
+    check: check::check,
+    gc,
+    status,
+};
 
-impl Plugin for Bridge {
-    fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        add::add(req)
+/// Removes the masquerade state of attachments not in the valid list, then forwards GC to
+/// IPAM; errors are collected, not short-circuited (spec: GC continues on errors).
+fn gc(req: &Request) -> Result<(), CniError> {
+    let conf = config::load(req)?;
+    let valid = cni_core::gc::valid_attachments(&req.conf)?;
+    let mut errs = Vec::new();
+    if let Err(e) = firewall::gc(&conf, &valid) {
+        errs.push(e.to_string());
     }
-
-    fn del(&self, req: &Request) -> Result<(), CniError> {
-        del::del(req)
-    }
-
-    fn check(&self, req: &Request) -> Result<(), CniError> {
-        check::check(req)
-    }
-
-    /// Removes the masquerade state of attachments not in the valid list, then forwards GC to
-    /// IPAM; errors are collected, not short-circuited (spec: GC continues on errors).
-    fn gc(&self, req: &Request) -> Result<(), CniError> {
-        let conf = config::load(req)?;
-        let valid = cni_core::gc::valid_attachments(&req.conf)?;
-        let mut errs = Vec::new();
-        if let Err(e) = firewall::gc(&conf, &valid) {
+    if conf.l3() {
+        if let Err(e) = crate::ipam::run(&conf, Command::Gc, req) {
             errs.push(e.to_string());
         }
-        if conf.l3() {
-            if let Err(e) = crate::ipam::run(&conf, Command::Gc, req) {
-                errs.push(e.to_string());
-            }
-        }
-        cni_core::gc::outcome(errs)
     }
+    cni_core::gc::outcome(errs)
+}
 
-    fn status(&self, req: &Request) -> Result<(), CniError> {
-        let conf = config::load(req)?;
-        if conf.l3() {
-            crate::ipam::run(&conf, Command::Status, req)?;
-        }
-        Ok(())
+fn status(req: &Request) -> Result<(), CniError> {
+    let conf = config::load(req)?;
+    if conf.l3() {
+        crate::ipam::run(&conf, Command::Status, req)?;
     }
+    Ok(())
 }

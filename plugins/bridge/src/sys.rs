@@ -16,6 +16,7 @@ use cni_netlink::{
 };
 
 use crate::config::Conf;
+use crate::container::Iface;
 use crate::errors::nl;
 use crate::firewall::{self, Port};
 
@@ -68,14 +69,7 @@ pub trait Sys {
     fn sysctl_set(&mut self, name: &str, value: &str) -> NlResult<bool>;
     /// One setns window into the container: opens its socket and sets the interface's
     /// sysctls (arp_notify with IPv4; IPv6 enabled, keep_addr_on_down and DAD with IPv6).
-    fn enter_container(
-        &mut self,
-        ns: &NetNs,
-        ifname: &str,
-        has_v4: bool,
-        has_v6: bool,
-        enable_dad: bool,
-    ) -> Result<Self::Links, CniError>;
+    fn enter_container(&mut self, ns: &NetNs, iface: Iface<'_>) -> Result<Self::Links, CniError>;
     /// A socket in the container's netns.
     fn open_container(&mut self, ns: &NetNs) -> Result<Self::Links, CniError>;
     fn ipam_add(&mut self, conf: &Conf, req: &Request) -> Result<CniResult, CniError>;
@@ -186,15 +180,8 @@ impl Sys for Real {
         cni_netlink::sysctl_set(name, value)
     }
 
-    fn enter_container(
-        &mut self,
-        ns: &NetNs,
-        ifname: &str,
-        has_v4: bool,
-        has_v6: bool,
-        enable_dad: bool,
-    ) -> Result<Netlink, CniError> {
-        crate::container::enter(ns, ifname, has_v4, has_v6, enable_dad)
+    fn enter_container(&mut self, ns: &NetNs, iface: Iface<'_>) -> Result<Netlink, CniError> {
+        crate::container::enter(ns, iface)
     }
 
     fn open_container(&mut self, ns: &NetNs) -> Result<Netlink, CniError> {

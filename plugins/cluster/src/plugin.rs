@@ -356,11 +356,11 @@ impl Plugin for Cluster {
         let d = delegate_conf(req, &c, Some(&net), &usable(&blocks))?;
         let bridge = bridge_of(&d).unwrap_or_else(|| net.config.bridge_name());
         let dreq = delegate_req(req, d);
-        let res = cni_bridge::plugin::Bridge.add(&dreq)?;
+        let res = cni_bridge::plugin::BRIDGE.add(&dreq)?;
         // Remote blocks are reached through the host (routes via the VXLAN link): the bridge
         // answers ARP for them, since every container sees the whole subnet as on-link.
         if let Err(e) = finish_add(&bridge, &net) {
-            let _ = cni_bridge::plugin::Bridge.del(&Request {
+            let _ = cni_bridge::plugin::BRIDGE.del(&Request {
                 command: Command::Del,
                 ..dreq
             });
@@ -370,7 +370,7 @@ impl Plugin for Cluster {
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        cni_bridge::plugin::Bridge.del(&best_effort_delegate(req)?)
+        cni_bridge::plugin::BRIDGE.del(&best_effort_delegate(req)?)
     }
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
@@ -387,11 +387,11 @@ impl Plugin for Cluster {
             }
         }
         let d = delegate_conf(req, &c, Some(&net), &blocks.blocks)?;
-        cni_bridge::plugin::Bridge.check(&delegate_req(req, d))
+        cni_bridge::plugin::BRIDGE.check(&delegate_req(req, d))
     }
 
     fn gc(&self, req: &Request) -> Result<(), CniError> {
-        cni_bridge::plugin::Bridge.gc(&best_effort_delegate(req)?)
+        cni_bridge::plugin::BRIDGE.gc(&best_effort_delegate(req)?)
     }
 
     /// 50 when the host cannot serve an ADD (nothing published, or no room and etcd down);
@@ -435,6 +435,6 @@ impl Plugin for Cluster {
             ));
         }
         let d = delegate_conf(req, &c, Some(&net), &usable(&blocks))?;
-        cni_bridge::plugin::Bridge.status(&delegate_req(req, d))
+        cni_bridge::plugin::BRIDGE.status(&delegate_req(req, d))
     }
 }

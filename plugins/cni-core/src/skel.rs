@@ -72,6 +72,38 @@ pub trait Plugin {
     }
 }
 
+/// A plugin whose verbs are plain functions, e.g. each in a module of its own (bridge, tuning).
+pub struct Verbs {
+    pub add: fn(&Request) -> Result<CniResult, CniError>,
+    pub del: fn(&Request) -> Result<(), CniError>,
+    pub check: fn(&Request) -> Result<(), CniError>,
+    pub gc: fn(&Request) -> Result<(), CniError>,
+    pub status: fn(&Request) -> Result<(), CniError>,
+}
+
+impl Plugin for Verbs {
+    fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        (self.add)(req)
+    }
+    fn del(&self, req: &Request) -> Result<(), CniError> {
+        (self.del)(req)
+    }
+    fn check(&self, req: &Request) -> Result<(), CniError> {
+        (self.check)(req)
+    }
+    fn gc(&self, req: &Request) -> Result<(), CniError> {
+        (self.gc)(req)
+    }
+    fn status(&self, req: &Request) -> Result<(), CniError> {
+        (self.status)(req)
+    }
+}
+
+/// The verb of a plugin that has nothing to do for it: succeeds.
+pub fn nothing(_: &Request) -> Result<(), CniError> {
+    Ok(())
+}
+
 /// What one call printed, and its exit status.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -296,9 +328,8 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    struct Echo;
-    impl Plugin for Echo {
-        fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+    const ECHO: Verbs = Verbs {
+        add: |req| {
             Ok(CniResult {
                 ips: vec![crate::types::IpConfig {
                     interface: None,
@@ -308,20 +339,12 @@ mod tests {
                 cni_version: req.cni_version.clone(),
                 ..Default::default()
             })
-        }
-        fn del(&self, _: &Request) -> Result<(), CniError> {
-            Ok(())
-        }
-        fn check(&self, _: &Request) -> Result<(), CniError> {
-            Ok(())
-        }
-        fn gc(&self, _: &Request) -> Result<(), CniError> {
-            Err(CniError::internal("gc called"))
-        }
-        fn status(&self, _: &Request) -> Result<(), CniError> {
-            Ok(())
-        }
-    }
+        },
+        del: nothing,
+        check: nothing,
+        gc: |_| Err(CniError::internal("gc called")),
+        status: nothing,
+    };
 
     fn run_with(env: &[(&str, &str)], stdin: &str) -> Outcome {
         let m: HashMap<String, String> = env
@@ -329,7 +352,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let g = move |k: &str| m.get(k).cloned();
-        dispatch(&Echo, "echo", &g, &mut stdin.as_bytes())
+        dispatch(&ECHO, "echo", &g, &mut stdin.as_bytes())
     }
 
     const ADD: &[(&str, &str)] = &[

@@ -1,3 +1,3 @@
 fn main() {
-    cni_core::skel::run(&cni_tuning::plugin::Tuning, "tuning")
+    cni_core::skel::run(&cni_tuning::plugin::TUNING, "tuning")
 }
