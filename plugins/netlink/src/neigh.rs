@@ -83,16 +83,11 @@ impl Netlink {
         m.attributes.push(NeighbourAttribute::Destination(addr(ip)));
         m.attributes
             .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        self.ack(
-            RouteNetlinkMessage::NewNeighbour(m),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .map(drop)
-        .map_err(|e| {
-            e.context(format!(
-                "netlink: neigh replace {ip} lladdr {} dev ifindex {ifindex}",
+        self.neigh_change(m, true, || {
+            format!(
+                "neigh replace {ip} lladdr {} dev ifindex {ifindex}",
                 fmt_mac(&mac)
-            ))
+            )
         })
     }
 
@@ -100,9 +95,7 @@ impl Netlink {
     pub fn del_neigh(&mut self, ifindex: u32, ip: IpAddr) -> Result<()> {
         let mut m = msg(Family::of(&ip).af(), ifindex, NeighbourState::None);
         m.attributes.push(NeighbourAttribute::Destination(addr(ip)));
-        self.ack(RouteNetlinkMessage::DelNeighbour(m), 0)
-            .map(drop)
-            .map_err(|e| e.context(format!("netlink: neigh del {ip} dev ifindex {ifindex}")))
+        self.neigh_change(m, false, || format!("neigh del {ip} dev ifindex {ifindex}"))
     }
 
     /// `ip neigh show dev IFINDEX` for one family.
@@ -128,16 +121,11 @@ impl Netlink {
             .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
         m.attributes
             .push(NeighbourAttribute::Destination(addr(dst)));
-        self.ack(
-            RouteNetlinkMessage::NewNeighbour(m),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .map(drop)
-        .map_err(|e| {
-            e.context(format!(
-                "netlink: fdb replace {} dev ifindex {ifindex} dst {dst} self permanent",
+        self.neigh_change(m, true, || {
+            format!(
+                "fdb replace {} dev ifindex {ifindex} dst {dst} self permanent",
                 fmt_mac(&mac)
-            ))
+            )
         })
     }
 
@@ -150,14 +138,30 @@ impl Netlink {
         if let Some(d) = dst {
             m.attributes.push(NeighbourAttribute::Destination(addr(d)));
         }
-        self.ack(RouteNetlinkMessage::DelNeighbour(m), 0)
+        self.neigh_change(m, false, || {
+            format!("fdb del {} dev ifindex {ifindex} self", fmt_mac(&mac))
+        })
+    }
+
+    /// Replaces (creating it if needed) or deletes one neighbour or FDB entry; `what` (the
+    /// command it stands for) names it in an error.
+    fn neigh_change(
+        &mut self,
+        m: NeighbourMessage,
+        replace: bool,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let (req, flags) = if replace {
+            (
+                RouteNetlinkMessage::NewNeighbour(m),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            )
+        } else {
+            (RouteNetlinkMessage::DelNeighbour(m), 0)
+        };
+        self.ack(req, flags)
             .map(drop)
-            .map_err(|e| {
-                e.context(format!(
-                    "netlink: fdb del {} dev ifindex {ifindex} self",
-                    fmt_mac(&mac)
-                ))
-            })
+            .map_err(|e| e.context(format!("netlink: {}", what())))
     }
 
     /// `bridge fdb show dev IFINDEX`: the device's own (NTF_SELF) entries.
