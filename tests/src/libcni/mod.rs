@@ -614,15 +614,7 @@ impl Cni {
                 ))
             })?;
         for net in &list.plugins {
-            let plugin = self.find_in_path(&net.type_)?;
-            let conf = build_one_config(
-                &list.name,
-                &list.cni_version,
-                net,
-                cached.as_ref(),
-                Some(rt),
-            )?;
-            self.exec_verb(&plugin, &conf.bytes, "CHECK", rt)?;
+            self.exec_without_result(list, net, cached.as_ref(), "CHECK", rt)?;
         }
         Ok(())
     }
@@ -638,21 +630,26 @@ impl Cni {
             }
         }
         for net in list.plugins.iter().rev() {
-            let plugin = self
-                .find_in_path(&net.type_)
-                .map_err(|e| e.context(&format!("plugin {} failed (delete)", describe(net))))?;
-            let conf = build_one_config(
-                &list.name,
-                &list.cni_version,
-                net,
-                cached.as_ref(),
-                Some(rt),
-            )?;
-            self.exec_verb(&plugin, &conf.bytes, "DEL", rt)
+            self.exec_without_result(list, net, cached.as_ref(), "DEL", rt)
                 .map_err(|e| e.context(&format!("plugin {} failed (delete)", describe(net))))?;
         }
         self.cache_del(&list.name, rt);
         Ok(())
+    }
+
+    /// `checkNetwork` / `delNetwork`: one plugin of a list, the cached result (if any) as
+    /// prevResult.
+    fn exec_without_result(
+        &self,
+        list: &NetworkConfigList,
+        net: &PluginConfig,
+        prev: Option<&Value>,
+        command: &str,
+        rt: &RuntimeConf,
+    ) -> Result<()> {
+        let plugin = self.find_in_path(&net.type_)?;
+        let conf = build_one_config(&list.name, &list.cni_version, net, prev, Some(rt))?;
+        self.exec_verb(&plugin, &conf.bytes, command, rt).map(drop)
     }
 
     /// `AddNetwork`: a single plugin config (no list), cached under its own name.
