@@ -1,9 +1,13 @@
 //! What the benchmark binaries (`src/bin/cni-bench-*`) share: the command line (usage errors
 //! exit 2) and the figures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::{run, Call, Netns, PluginDir, Reply, TempDir};
 
 /// A bench's name and synopsis, for its usage errors.
 pub struct Cli {
@@ -70,6 +74,71 @@ impl Impls {
     }
 }
 
+/// One implementation's world: a host netns, a CNI_PATH holding the implementation's plugins,
+/// and a host-local dataDir.
+pub struct World {
+    pub host: Netns,
+    pub data: TempDir,
+    pub cni: PluginDir,
+    /// The implementation's directory.
+    pub dir: PathBuf,
+}
+
+impl World {
+    /// `plugins` of `dir` (a usage error when one is missing); names start with `prefix`.
+    pub fn new(cli: &Cli, dir: &Path, plugins: &[&str], prefix: &str) -> World {
+        let links: Vec<(&str, PathBuf)> = plugins.iter().map(|p| (*p, dir.join(p))).collect();
+        for (_, p) in &links {
+            if !p.exists() {
+                cli.usage(&format!("{} not found", p.display()));
+            }
+        }
+        let links: Vec<(&str, &Path)> = links.iter().map(|(n, p)| (*n, p.as_path())).collect();
+        World {
+            host: Netns::new(&format!("{prefix}h")),
+            data: TempDir::new(&format!("{prefix}data")),
+            cni: PluginDir::new(&links),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// A bridge network `name` on bridge `bridge` with ipMasq and host-local in 10.88.0.0/16,
+    /// at cniVersion 1.0.0 (the newest the reference plugins speak).
+    pub fn bridge_conf(&self, name: &str, bridge: &str) -> Value {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": name,
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            "ipMasq": true,
+            "ipam": {
+                "type": "host-local",
+                "dataDir": self.data.str(),
+                "ranges": [[{"subnet": "10.88.0.0/16"}]]
+            }
+        })
+    }
+
+    /// Runs `plugin` for container `id` in `netns` as a runtime on the host would; how long
+    /// it took.
+    pub fn call(
+        &self,
+        plugin: &str,
+        cmd: &str,
+        netns: &str,
+        id: &str,
+        conf: &Value,
+    ) -> (Duration, Reply) {
+        let path = self.dir.join(plugin);
+        let call = Call::in_host(&path, cmd, &self.host, self.cni.path(), netns, id);
+        let stdin = conf.to_string();
+        let t = Instant::now();
+        let r = run(&call, &stdin);
+        (t.elapsed(), r)
+    }
+}
+
 /// Milliseconds.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -82,6 +151,24 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// The `p` quantile of figures in any order (see [`percentile`]).
+pub fn quantile(figures: &[f64], p: f64) -> f64 {
+    let mut sorted = figures.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, p)
+}
+
+/// The machine's load averages over 1, 5 and 15 minutes, as `/proc/loadavg` has them: a busy
+/// machine explains slow figures.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The figures of one bench in machine-readable form, written as JSON to the file named by the
@@ -165,7 +252,7 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{percentile, quantile};
 
     #[test]
     fn median_is_the_upper_middle() {
@@ -173,5 +260,6 @@ mod tests {
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.5), 3.0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0], 0.5), 2.0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0], 0.95), 3.0);
+        assert_eq!(quantile(&[3.0, 1.0, 4.0, 2.0], 0.5), 3.0);
     }
 }

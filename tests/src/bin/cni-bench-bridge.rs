@@ -9,13 +9,13 @@
 //! `cargo build --release --workspace --bins`, as scripts/bench-bridge.sh does).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cni_tests::bench::{ms, percentile, Better, Cli, Impls, Report};
-use cni_tests::{run, unique, with_prev_result, Call, Netns, PluginDir, Reply, TempDir};
+use cni_tests::bench::{loadavg, ms, percentile, Better, Cli, Impls, Report, World};
+use cni_tests::{run, unique, with_prev_result, Call, Netns, Reply};
 use serde_json::{json, Value};
 
 struct Opts {
@@ -53,64 +53,21 @@ fn opts() -> Opts {
     o
 }
 
-/// One implementation's world: a host netns, a CNI_PATH with its bridge + host-local, and a
-/// host-local dataDir.
+/// One implementation's world: bridge + host-local.
 struct Bench {
-    host: Netns,
-    _data: TempDir,
-    cni: PluginDir,
-    bridge: PathBuf,
+    w: World,
     conf: Value,
 }
 
 impl Bench {
     fn new(dir: &Path) -> Bench {
-        let bridge = dir.join("bridge");
-        let ipam = dir.join("host-local");
-        for p in [&bridge, &ipam] {
-            if !p.exists() {
-                CLI.usage(&format!("{} not found", p.display()));
-            }
-        }
-        let host = Netns::new("bbh");
-        let data = TempDir::new("bbdata");
-        let cni = PluginDir::new(&[("bridge", &bridge), ("host-local", &ipam)]);
-        // 1.0.0: the newest version Debian's reference plugins speak.
-        let conf = json!({
-            "cniVersion": "1.0.0",
-            "name": "benchnet",
-            "type": "bridge",
-            "bridge": "bbr0",
-            "isGateway": true,
-            "ipMasq": true,
-            "ipam": {
-                "type": "host-local",
-                "dataDir": data.str(),
-                "ranges": [[{"subnet": "10.88.0.0/16"}]]
-            }
-        });
-        Bench {
-            host,
-            _data: data,
-            cni,
-            bridge,
-            conf,
-        }
+        let w = World::new(&CLI, dir, &["bridge", "host-local"], "bb");
+        let conf = w.bridge_conf("benchnet", "bbr0");
+        Bench { w, conf }
     }
 
     fn call(&self, cmd: &str, ns: &Netns, id: &str, conf: &Value) -> (Duration, Reply) {
-        let call = Call::in_host(
-            &self.bridge,
-            cmd,
-            &self.host,
-            self.cni.path(),
-            ns.path_str(),
-            id,
-        );
-        let stdin = conf.to_string();
-        let t = Instant::now();
-        let r = run(&call, &stdin);
-        (t.elapsed(), r)
+        self.w.call("bridge", cmd, ns.path_str(), id, conf)
     }
 
     fn add(&self, ns: &Netns, id: &str) -> (Duration, Result<Value, String>) {
@@ -162,7 +119,7 @@ fn measure(label: &str, dir: &Path, o: &Opts) -> Figures {
         .map(|_| {
             let t = Instant::now();
             run(
-                &Call::new(&b.bridge, "VERSION"),
+                &Call::new(&b.w.dir.join("bridge"), "VERSION"),
                 r#"{"cniVersion":"1.0.0"}"#,
             );
             ms(t.elapsed())
@@ -264,12 +221,7 @@ fn main() {
         o.iterations,
         o.parallel,
         o.jobs,
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        loadavg()
     );
     println!(
         "{:<26} {:>12} {:>12} {:>10}   target (ours)",

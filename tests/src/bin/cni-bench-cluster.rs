@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cni_tests::bench::{Better, Report};
+use cni_tests::bench::{loadavg, ms, quantile, Better, Report};
 use cni_tests::cluster::{
     sim_hosts, wait_for, Cluster, Entries, HostNl, SPEC_N1, STEADY_TIMING, VX,
 };
@@ -95,28 +95,6 @@ fn usage(msg: &str) -> ! {
         "usage: cni-bench-cluster [--sim-hosts N] [--join-reps N] [--iterations N] [--iperf-seconds S] [--iperf-rounds N] [--json FILE] [--agent-arg FLAG]..."
     );
     std::process::exit(2)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    s[(((s.len() - 1) as f64) * p).round() as usize]
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Polls every 5 ms until `f` holds; the time it took (panics after `timeout`).
@@ -675,8 +653,8 @@ fn main() {
         println!(
             "{:<58} {:>6.0} / {:>4.0} ms (p50/p90)",
             name,
-            pct(v, 0.5),
-            pct(v, 0.9)
+            quantile(v, 0.5),
+            quantile(v, 0.9)
         );
     }
     println!(
@@ -691,9 +669,9 @@ fn main() {
             println!(
                 "{:<42} {:>7.2} ms {:>6.2} ms {:>8.2}x",
                 format!("{name} {label}"),
-                pct(cl, p),
-                pct(si, p),
-                r(pct(cl, p), pct(si, p))
+                quantile(cl, p),
+                quantile(si, p),
+                r(quantile(cl, p), quantile(si, p))
             );
         }
     }
@@ -712,7 +690,7 @@ fn main() {
     );
     println!("{:<42} {:>7.2}", "  ratio VXLAN/underlay", r(vx, ul));
 
-    let dist = |v: &[f64]| json!({"p50": pct(v, 0.5), "p90": pct(v, 0.9), "p95": pct(v, 0.95), "samples": v});
+    let dist = |v: &[f64]| json!({"p50": quantile(v, 0.5), "p90": quantile(v, 0.9), "p95": quantile(v, 0.95), "samples": v});
     let out = json!({
         "machine": {"cores": cores, "kernel": kernel, "loadavg_before": load_before, "loadavg_after": load_after},
         "duration_s": t_all.elapsed().as_secs_f64(),
@@ -743,8 +721,8 @@ fn main() {
             "single_add": dist(&lat.single_add),
             "cluster_del": dist(&lat.cluster_del),
             "single_del": dist(&lat.single_del),
-            "add_p50_ratio": r(pct(&lat.cluster_add, 0.5), pct(&lat.single_add, 0.5)),
-            "add_p95_ratio": r(pct(&lat.cluster_add, 0.95), pct(&lat.single_add, 0.95)),
+            "add_p50_ratio": r(quantile(&lat.cluster_add, 0.5), quantile(&lat.single_add, 0.5)),
+            "add_p95_ratio": r(quantile(&lat.cluster_add, 0.95), quantile(&lat.single_add, 0.95)),
         },
         "throughput_gbit_s": {
             "seconds_per_run": o.iperf_secs,
@@ -768,7 +746,7 @@ fn main() {
         "block leased p50",
         "ms",
         Better::Lower,
-        pct(&jn.block, 0.5),
+        quantile(&jn.block, 0.5),
         None,
     );
     rep.row(
@@ -776,7 +754,7 @@ fn main() {
         "first ADD done p50",
         "ms",
         Better::Lower,
-        pct(&jn.add, 0.5),
+        quantile(&jn.add, 0.5),
         None,
     );
     rep.row(
@@ -784,7 +762,7 @@ fn main() {
         "routes on every host p50",
         "ms",
         Better::Lower,
-        pct(&jn.routes, 0.5),
+        quantile(&jn.routes, 0.5),
         None,
     );
     rep.row(
@@ -792,7 +770,7 @@ fn main() {
         "reachable from all hosts p50",
         "ms",
         Better::Lower,
-        pct(&jn.reach, 0.5),
+        quantile(&jn.reach, 0.5),
         None,
     );
     rep.row(
@@ -800,7 +778,7 @@ fn main() {
         "reachable from all hosts p90",
         "ms",
         Better::Lower,
-        pct(&jn.reach, 0.9),
+        quantile(&jn.reach, 0.9),
         None,
     );
     let g = format!("cluster scale ({} simulated hosts)", sc.hosts);
@@ -832,8 +810,8 @@ fn main() {
                 &format!("{name} {label}"),
                 "ms",
                 Better::Lower,
-                pct(cl, p),
-                Some((single, pct(si, p))),
+                quantile(cl, p),
+                Some((single, quantile(si, p))),
             );
         }
     }

@@ -7,11 +7,11 @@
 //! `--ours` defaults to the directory of this executable (target/release when built with
 //! `cargo build --release --workspace --bins`, as scripts/bench-portmap.sh does).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use cni_tests::bench::{ms, percentile, Better, Cli, Impls, Report};
-use cni_tests::{run, with_prev_result, Call, Netns, PluginDir, Reply, TempDir};
+use cni_tests::bench::{loadavg, ms, quantile, Better, Cli, Impls, Report, World};
+use cni_tests::{with_prev_result, Netns, Reply};
 use serde_json::{json, Value};
 
 struct Opts {
@@ -42,20 +42,11 @@ fn opts() -> Opts {
     o
 }
 
-/// One implementation's world: a host netns and a CNI_PATH with its bridge, host-local and
-/// portmap, conflist at cniVersion 1.0.0 (the newest the reference speaks).
+/// One implementation's world: bridge, host-local and portmap.
 struct Bench {
-    host: Netns,
-    _data: TempDir,
-    cni: PluginDir,
-    dir: PathBuf,
+    w: World,
     bridge: Value,
     label: &'static str,
-}
-
-fn p50(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    percentile(&v, 0.5)
 }
 
 fn ports(from: u16, n: u16) -> Value {
@@ -66,39 +57,13 @@ fn ports(from: u16, n: u16) -> Value {
 
 impl Bench {
     fn new(label: &'static str, dir: &Path) -> Bench {
-        for b in ["bridge", "host-local", "portmap"] {
-            if !dir.join(b).exists() {
-                CLI.usage(&format!("{} not found", dir.join(b).display()));
-            }
-        }
-        let data = TempDir::new("bpdata");
-        let bridge = json!({
-            "cniVersion": "1.0.0", "name": "benchpm", "type": "bridge", "bridge": "bpbr0",
-            "isGateway": true, "ipMasq": true,
-            "ipam": {"type": "host-local", "dataDir": data.str(), "ranges": [[{"subnet": "10.88.0.0/16"}]]}
-        });
-        let cni = PluginDir::new(&[
-            ("bridge", &dir.join("bridge")),
-            ("host-local", &dir.join("host-local")),
-            ("portmap", &dir.join("portmap")),
-        ]);
-        Bench {
-            host: Netns::new("bph"),
-            _data: data,
-            cni,
-            dir: dir.to_path_buf(),
-            bridge,
-            label,
-        }
+        let w = World::new(&CLI, dir, &["bridge", "host-local", "portmap"], "bp");
+        let bridge = w.bridge_conf("benchpm", "bpbr0");
+        Bench { w, bridge, label }
     }
 
     fn call(&self, plugin: &str, cmd: &str, netns: &str, id: &str, conf: &Value) -> (f64, Reply) {
-        let path = self.dir.join(plugin);
-        let call = Call::in_host(&path, cmd, &self.host, self.cni.path(), netns, id);
-        let stdin = conf.to_string();
-        let t = Instant::now();
-        let r = run(&call, &stdin);
-        let d = ms(t.elapsed());
+        let (d, r) = self.w.call(plugin, cmd, netns, id, conf);
         if !r.ok() {
             eprintln!(
                 "{}: {plugin} {cmd} {id} failed: {} {}",
@@ -107,7 +72,7 @@ impl Bench {
                 r.stderr.trim()
             );
         }
-        (d, r)
+        (ms(d), r)
     }
 
     fn pm_conf(&self, ports: Value) -> Value {
@@ -164,7 +129,7 @@ impl Bench {
                 }
             }
         }
-        cols.map(p50)
+        cols.map(|c| quantile(&c, 0.5))
     }
 }
 
@@ -187,12 +152,7 @@ fn main() {
     println!(
         "bridge -> portmap (2 mappings per container), {} iterations, p50 in ms (load average {})",
         o.iterations,
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        loadavg()
     );
     println!(
         "{:<44} {:>10} {:>10} {:>9}",
