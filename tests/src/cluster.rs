@@ -419,6 +419,34 @@ impl Cluster {
         run(&c, conf)
     }
 
+    /// DEL of container k (its netns name is its container ID) on host i.
+    pub fn del_container(&self, i: usize, k: usize) -> Reply {
+        let ns = &self.containers[k];
+        self.cni(i, "DEL", &ns.name, ns.path_str(), &self.conf(i))
+    }
+
+    /// Stops every agent (SIGTERM: a clean leave) once every container is DEL'd, and asserts
+    /// that they left nothing behind: no VXLAN link, no guard table, no status file, and in
+    /// etcd only the network's config key.
+    pub fn stop_agents_leaving_nothing(&mut self) {
+        for h in &mut self.hosts {
+            h.agent = None;
+        }
+        for h in &self.hosts {
+            let links = h.ns.link_names();
+            assert!(
+                !links.iter().any(|l| l.starts_with("vx-")),
+                "{}: {links:?}",
+                h.name
+            );
+            let tables = h.ns.sh(&["nft", "list", "tables"]);
+            assert!(!tables.contains("cnm_vxlan"), "{}: {tables}", h.name);
+            let status = h.run.path().join(NET).join("status.json");
+            assert!(!status.exists(), "{} left {}", h.name, status.display());
+        }
+        assert_eq!(self.keys(), vec![format!("/cnm/v1/nets/{NET}/config")]);
+    }
+
     /// A container on host i; returns (index into containers, its IP).
     pub fn add_container(&mut self, i: usize) -> (usize, String) {
         let (k, ip, _) = self.add_container_res(i);

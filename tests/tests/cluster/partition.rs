@@ -178,19 +178,9 @@ fn partition_longer_than_ttl_withdraws_then_reclaims() {
 
     // Check 10: everything DEL'd and agents stopped leave nothing behind.
     for (h, k) in [(0, a), (2, b)] {
-        let ns = &c.containers[k];
-        c.cni(h, "DEL", &ns.name, ns.path_str(), &c.conf(h))
-            .expect_ok();
+        c.del_container(h, k).expect_ok();
     }
-    for h in &mut c.hosts {
-        h.agent = None;
-    }
-    for h in &c.hosts {
-        let links = h.ns.link_names();
-        assert!(!links.iter().any(|l| l.starts_with("vx-")), "{links:?}");
-        assert!(!h.run.path().join(NET).join("status.json").exists());
-    }
-    assert_eq!(c.keys(), vec![format!("/cnm/v1/nets/{NET}/config")]);
+    c.stop_agents_leaving_nothing();
 }
 
 /// During h2's partition its expired block is claimed by a newly started h3 (after the
