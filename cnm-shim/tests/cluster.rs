@@ -51,22 +51,7 @@ fn docker_networks_across_hosts() {
     let create = |w: &World, subnet: &str, vni: u32| {
         let vni = format!("cluster.vni={vni}");
         let cl = format!("cluster={NET}");
-        let a = [
-            "network",
-            "create",
-            "-d",
-            &name,
-            "--ipam-driver",
-            &name,
-            "-o",
-            &cl,
-            "-o",
-            &vni,
-            "--subnet",
-            subnet,
-            "cl",
-        ];
-        w.docker(&a)
+        w.docker(&w.net_create_args("cl", &["-o", &cl, "-o", &vni, "--subnet", subnet]))
     };
     let out = create(&worlds[0], "10.250.0.0/16", VNI);
     assert!(

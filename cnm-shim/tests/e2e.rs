@@ -114,12 +114,28 @@ fn eventually_for(secs: u64, f: impl Fn() -> bool) {
     cni_tests::poll_until(std::time::Duration::from_secs(secs), f);
 }
 
+/// `docker <args>` while a shim started with `CNM_SHIM_CRASH_AT=<point>` crashes there; the
+/// shim is started again (within docker's retry window) and docker's answer logged.
+fn crash_during(w: &mut World, point: &str, args: &[&str]) {
+    w.kill9_shim();
+    w.start_shim_env(&[("CNM_SHIM_CRASH_AT", point)]);
+    let docker = w.docker_bg(args);
+    assert!(
+        w.wait_shim_exit(std::time::Duration::from_secs(30)),
+        "{point}: the shim did not crash"
+    );
+    w.start_shim();
+    let out = docker.join().unwrap();
+    eprintln!(
+        "{point}: docker {} -> {:?} {}",
+        args[0],
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
 fn create_net(w: &World, name: &str, extra: &[&str]) {
-    let d = w.name.clone();
-    let mut a = vec!["network", "create", "-d", &d, "--ipam-driver", &d];
-    a.extend_from_slice(extra);
-    a.push(name);
-    w.docker_ok(&a);
+    w.docker_ok(&w.net_create_args(name, extra));
 }
 
 #[test]
@@ -184,34 +200,13 @@ fn lifecycle_connectivity_and_cleanup() {
     // A network in use cannot be removed; errors reach the CLI readably.
     let e = w.docker_err(&["network", "rm", "n1"]);
     assert!(e.contains("active endpoints"), "{e}");
-    let e = w.docker_err(&[
-        "network",
-        "create",
-        "-d",
-        &w.name,
-        "--ipam-driver",
-        &w.name,
-        "--subnet",
-        "10.213.1.0/25",
-        "dup",
-    ]);
+    let e = w.docker_err(&w.net_create_args("dup", &["--subnet", "10.213.1.0/25"]));
     assert!(
         e.contains("10.213.1.0/25") && e.contains("cnm network"),
         "{e}"
     );
-    let e = w.docker_err(&[
-        "network",
-        "create",
-        "-d",
-        &w.name,
-        "--ipam-driver",
-        &w.name,
-        "--subnet",
-        "10.213.9.0/24",
-        "-o",
-        "bogus=1",
-        "bad",
-    ]);
+    let e =
+        w.docker_err(&w.net_create_args("bad", &["--subnet", "10.213.9.0/24", "-o", "bogus=1"]));
     assert!(e.contains("unknown network option \"bogus\""), "{e}");
 
     w.docker_ok(&["rm", "-f", "c1", "c2", "c3"]);
@@ -596,30 +591,7 @@ fn restarts_and_crashes() {
         "create-endpoint:moved",
     ] {
         w.mark(point);
-        w.kill9_shim();
-        w.start_shim_env(&[("CNM_SHIM_CRASH_AT", point)]);
-        let run = w.docker_bg(&[
-            "run",
-            "-d",
-            "--name",
-            "cx",
-            "--network",
-            "n1",
-            IMAGE,
-            "sleep",
-            "600",
-        ]);
-        assert!(
-            w.wait_shim_exit(std::time::Duration::from_secs(30)),
-            "{point}: the shim did not crash"
-        );
-        w.start_shim();
-        let out = run.join().unwrap();
-        eprintln!(
-            "{point}: docker run -> {:?} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        crash_during(&mut w, point, &checks::run_args("cx", "n1"));
         check_consistent(&w, point);
         let _ = w.docker(&["rm", "-f", "cx"]);
         check_consistent(&w, &format!("{point}, container removed"));
@@ -637,20 +609,7 @@ fn restarts_and_crashes() {
     ] {
         w.mark(point);
         run_sleeper(&w, "cx", "n1", &[]);
-        w.kill9_shim();
-        w.start_shim_env(&[("CNM_SHIM_CRASH_AT", point)]);
-        let rm = w.docker_bg(&["rm", "-f", "cx"]);
-        assert!(
-            w.wait_shim_exit(std::time::Duration::from_secs(30)),
-            "{point}: the shim did not crash"
-        );
-        w.start_shim();
-        let out = rm.join().unwrap();
-        eprintln!(
-            "{point}: docker rm -> {:?} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        crash_during(&mut w, point, &["rm", "-f", "cx"]);
         let _ = w.docker(&["rm", "-f", "cx"]);
         check_consistent(&w, point);
     }

@@ -134,19 +134,8 @@ fn shim_killed_between_and_during_operations() {
     for (i, delay) in [0u64, 60, 200].into_iter().enumerate() {
         let net = format!("kx{i}");
         let subnet = format!("10.213.{}.0/24", 215 + i);
-        let d = w.name.clone();
         w.mark(&format!("network create {net}, kill after {delay} ms"));
-        let h = w.docker_bg(&[
-            "network",
-            "create",
-            "-d",
-            &d,
-            "--ipam-driver",
-            &d,
-            "--subnet",
-            &subnet,
-            &net,
-        ]);
+        let h = w.docker_bg(&w.net_create_args(&net, &["--subnet", &subnet]));
         sleep_ms(delay);
         bounce_shim(&mut w, 300);
         let o = join_bg(&w, "network create", h, 90);

@@ -46,14 +46,11 @@ impl Containerd {
         for p in [&conf_dir, &bin_dir, &dir.path().join("ovl")] {
             std::fs::create_dir_all(p).expect("create dir");
         }
-        let conf = format!(
-            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{d}/containerd.sock\"\n\
-             [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
-             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n"
-        );
-        std::fs::write(dir.path().join("containerd.toml"), conf).expect("write config");
+        std::fs::write(
+            dir.path().join("containerd.toml"),
+            config(&d, "root", "state"),
+        )
+        .expect("write config");
         // Runs in the new mount namespace, then becomes containerd (same PID, so
         // /proc/<pid>/ns/mnt names the namespace for ctr).
         let script = format!(
@@ -269,24 +266,34 @@ impl Containerd {
             );
         }
     }
+}
 
-    fn kill_leftover_shims(&self) {
-        let sock = self
-            .dir
-            .path()
-            .join("containerd.sock")
-            .to_string_lossy()
-            .into_owned();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
-                continue;
-            };
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.starts_with("/usr/bin/containerd-shim") && cmd.contains(&sock) {
-                // SAFETY: kill(2) by PID on a shim this harness's containerd started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+/// The config of a containerd of its own under `dir`: root and state in its subdirectories
+/// `root` and `state`, socket `dir/containerd.sock`, no CRI, no debug or metrics listener.
+pub fn config(dir: &str, root: &str, state: &str) -> String {
+    format!(
+        "version = 2\nroot = \"{dir}/{root}\"\nstate = \"{dir}/{state}\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = \"{dir}/containerd.sock\"\n\
+         [ttrpc]\n  address = \"{dir}/containerd.sock.ttrpc\"\n\
+         [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n"
+    )
+}
+
+/// Kills (SIGKILL) the containerd shims serving the containerd of socket `sock`: they are
+/// daemonized children of it, outside its process group, and may outlive it (found by the
+/// socket in their command line).
+pub fn kill_shims_of(sock: &Path) {
+    let sock = sock.to_string_lossy();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.starts_with("/usr/bin/containerd-shim") && cmd.contains(&*sock) {
+            // SAFETY: kill(2) by PID on a shim of a containerd the test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }
@@ -317,7 +324,7 @@ impl Drop for Containerd {
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
             let _ = d.wait();
         }
-        self.kill_leftover_shims();
+        kill_shims_of(&self.dir.path().join("containerd.sock"));
         // runc's state dir of our ctr namespace (the v2 shim's default root).
         let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&self.namespace));
     }

@@ -33,18 +33,7 @@ pub fn stderr(o: &Output) -> String {
 }
 
 pub fn create_net(w: &World, name: &str, subnet: &str) {
-    let d = w.name.clone();
-    w.docker_ok(&[
-        "network",
-        "create",
-        "-d",
-        &d,
-        "--ipam-driver",
-        &d,
-        "--subnet",
-        subnet,
-        name,
-    ]);
+    w.docker_ok(&w.net_create_args(name, &["--subnet", subnet]));
 }
 
 pub fn run_args<'a>(name: &'a str, net: &'a str) -> Vec<&'a str> {

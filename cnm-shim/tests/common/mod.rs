@@ -71,21 +71,8 @@ impl World {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let name = unique(&format!("cnm{tag}"));
         let ns = Arc::new(Netns::new(&format!("cnm{tag}")));
-        let dir = TempDir::new(&format!("cnm{tag}"));
-        let mut w = World {
-            name,
-            ns,
-            dir,
-            mnt: None,
-            containerd: None,
-            dockerd: None,
-            shim: None,
-            shim_extra: Vec::new(),
-            _serial: Some(serial),
-        };
-        w.start_containerd();
-        w.start_dockerd();
-        w.load_image();
+        let mut w = World::unstarted(tag, name, ns, Vec::new(), Some(serial));
+        w.start_docker();
         w
     }
 
@@ -93,24 +80,39 @@ impl World {
     /// netns and in a private mount namespace, the shim (plugin `name`, the same on every
     /// host) started with `shim_extra`.
     pub fn on_host(tag: &str, name: &str, ns: Arc<Netns>, shim_extra: &[String]) -> World {
-        let dir = TempDir::new(&format!("cnm{tag}"));
-        let mut w = World {
-            name: name.to_string(),
+        let mut w = World::unstarted(tag, name.to_string(), ns, shim_extra.to_vec(), None);
+        w.private_mounts();
+        w.start_docker();
+        w.start_shim();
+        w
+    }
+
+    /// Nothing running yet: only the world's directory exists.
+    fn unstarted(
+        tag: &str,
+        name: String,
+        ns: Arc<Netns>,
+        shim_extra: Vec<String>,
+        serial: Option<MutexGuard<'static, ()>>,
+    ) -> World {
+        World {
+            name,
             ns,
-            dir,
+            dir: TempDir::new(&format!("cnm{tag}")),
             mnt: None,
             containerd: None,
             dockerd: None,
             shim: None,
-            shim_extra: shim_extra.to_vec(),
-            _serial: None,
-        };
-        w.private_mounts();
-        w.start_containerd();
-        w.start_dockerd();
-        w.load_image();
-        w.start_shim();
-        w
+            shim_extra,
+            _serial: serial,
+        }
+    }
+
+    /// containerd, dockerd and the test image.
+    fn start_docker(&mut self) {
+        self.start_containerd();
+        self.start_dockerd();
+        self.load_image();
     }
 
     /// A persistent mount namespace (its nsfs bind-mounted on a file of the world's dir,
@@ -169,14 +171,7 @@ impl World {
     }
 
     fn start_containerd(&mut self) {
-        let d = self.dir.str();
-        let conf = format!(
-            "version = 2\nroot = \"{d}/ctrd\"\nstate = \"{d}/ctrd-state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{d}/containerd.sock\"\n\
-             [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
-             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n"
-        );
+        let conf = cni_tests::containerd::config(self.dir.str(), "ctrd", "ctrd-state");
         std::fs::write(self.path("containerd.toml"), conf).unwrap();
         let mut c = match &self.mnt {
             // dockerd mounts the containers' root filesystems in its mount namespace, where
@@ -304,6 +299,22 @@ impl World {
     }
 
     /// A docker command run on its own thread (for crashing the shim while it runs).
+    /// `network create` of network `name` with this world's shim as network and IPAM driver,
+    /// `extra` (e.g. `--subnet`) before the name: arguments for [`World::docker`].
+    pub fn net_create_args<'a>(&'a self, name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec![
+            "network",
+            "create",
+            "-d",
+            &self.name,
+            "--ipam-driver",
+            &self.name,
+        ];
+        a.extend_from_slice(extra);
+        a.push(name);
+        a
+    }
+
     pub fn docker_bg(&self, args: &[&str]) -> std::thread::JoinHandle<Output> {
         let host = format!("unix://{}", self.path("docker.sock").display());
         let cfg = self.path("docker-cli");
@@ -422,24 +433,6 @@ impl World {
         }
     }
 
-    /// containerd shims (daemonized children of our containerd, so not in its process group)
-    /// of containers that outlived dockerd: found by our containerd socket in their command
-    /// line and killed by PID.
-    fn kill_leftover_shims(&self) {
-        let sock = self.path("containerd.sock").to_string_lossy().into_owned();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<libc::pid_t>() else {
-                continue;
-            };
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.starts_with("/usr/bin/containerd-shim") && cmd.contains(&sock) {
-                // SAFETY: kill(2) by PID on a process this test's containerd started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-
     fn unmount_all(&self) {
         let dir = self.dir.str().to_string();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -471,7 +464,8 @@ impl Drop for World {
         if let Some(mut c) = self.containerd.take() {
             c.stop(Duration::from_secs(10));
         }
-        self.kill_leftover_shims();
+        // Shims of containers that outlived dockerd.
+        cni_tests::containerd::kill_shims_of(&self.path("containerd.sock"));
         self.unmount_all();
         let _ = std::fs::remove_file(self.socket());
         if std::env::var_os("CNM_KEEP_LOGS").is_some() {
