@@ -9,14 +9,15 @@ import glob, hashlib, json, os, re, sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
 
-METHODS = [  # same order as cni_fuzz::shim::METHODS
-    "NetworkDriver.CreateNetwork", "NetworkDriver.DeleteNetwork",
-    "NetworkDriver.CreateEndpoint", "NetworkDriver.DeleteEndpoint",
-    "NetworkDriver.EndpointOperInfo", "NetworkDriver.Join",
-    "NetworkDriver.ProgramExternalConnectivity", "NetworkDriver.RevokeExternalConnectivity",
-    "IpamDriver.RequestPool", "IpamDriver.ReleasePool",
-    "IpamDriver.RequestAddress", "IpamDriver.ReleaseAddress",
-]
+
+def decoded_methods():
+    """cnm_shim::router::DECODED, in its order (shim_bodies picks a method by index)."""
+    src = open(os.path.join(ROOT, "cnm-shim", "src", "router.rs"), encoding="utf-8").read()
+    body = re.search(r"pub const DECODED: \[&str; \d+\] = \[(.*?)\];", src, re.S).group(1)
+    return re.findall(r'"([^"]+)"', body)
+
+
+METHODS = decoded_methods()
 VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
 

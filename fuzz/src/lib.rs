@@ -43,22 +43,6 @@ pub mod shim {
     use ipnetwork::IpNetwork;
     use serde_json::{Map, Value};
 
-    /// Every method whose body is decoded, as the router names them.
-    pub const METHODS: &[&str] = &[
-        "NetworkDriver.CreateNetwork",
-        "NetworkDriver.DeleteNetwork",
-        "NetworkDriver.CreateEndpoint",
-        "NetworkDriver.DeleteEndpoint",
-        "NetworkDriver.EndpointOperInfo",
-        "NetworkDriver.Join",
-        "NetworkDriver.ProgramExternalConnectivity",
-        "NetworkDriver.RevokeExternalConnectivity",
-        "IpamDriver.RequestPool",
-        "IpamDriver.ReleasePool",
-        "IpamDriver.RequestAddress",
-        "IpamDriver.ReleaseAddress",
-    ];
-
     fn check_err(e: &Error, what: &str) {
         assert!(!e.0.trim().is_empty(), "{what}: empty error message");
     }
