@@ -303,13 +303,19 @@ fn hl_damaged_reservation_files() {
     assert!(ip_files(&dir).is_empty());
 }
 
-#[test]
-fn hl_lock_file_removed_between_calls() {
-    let t = TempDir::new("hostlocal-lockrm");
+/// Network `lk` (10.36.0.0/16) in a new data dir, with one attachment, `x0` (10.36.0.2).
+fn network_x0(prefix: &str) -> (TempDir, Netns, String) {
+    let t = TempDir::new(prefix);
     let ns = Netns::new();
     let c = conf("1.0.0", "lk", "10.36.0.0/16", t.str());
-    let dir = t.join("lk");
     Call::new(ns.path(), "x0").add(&c).ok();
+    (t, ns, c)
+}
+
+#[test]
+fn hl_lock_file_removed_between_calls() {
+    let (t, ns, c) = network_x0("hostlocal-lockrm");
+    let dir = t.join("lk");
     fs::remove_file(dir.join("lock")).unwrap();
     Call::new(ns.path(), "x1").add(&c).ok();
     assert!(dir.join("lock").is_file());
@@ -363,12 +369,8 @@ fn assert_waits_for(mut call: Running, file: &Path) -> Running {
 /// a call in flight does (`NetDir::open`), so no timing decides the outcome.
 #[test]
 fn hl_lock_file_removed_during_a_call_still_excludes() {
-    let t = TempDir::new("hostlocal-lockrm-held");
-    let ns = Netns::new();
-    let c = conf("1.0.0", "lk", "10.36.0.0/16", t.str());
-    let dir = t.join("lk");
-    let lock = dir.join("lock");
-    Call::new(ns.path(), "x0").add(&c).ok();
+    let (t, ns, c) = network_x0("hostlocal-lockrm-held");
+    let (dir, lock) = (t.join("lk"), t.join("lk/lock"));
     let held = host_local::store::NetDir::open(t.path(), "lk").unwrap();
     let old_lock = fs::metadata(&lock).unwrap().ino();
     fs::remove_file(&lock).unwrap();
@@ -395,12 +397,8 @@ fn hl_lock_file_removed_during_a_call_still_excludes() {
 /// `FileLock`) may be holding that by then.
 #[test]
 fn hl_lock_file_replaced_while_waiting_is_locked_anew() {
-    let t = TempDir::new("hostlocal-lockrm-wait");
-    let ns = Netns::new();
-    let c = conf("1.0.0", "lk", "10.36.0.0/16", t.str());
-    let dir = t.join("lk");
-    let lock = dir.join("lock");
-    Call::new(ns.path(), "x0").add(&c).ok();
+    let (t, ns, c) = network_x0("hostlocal-lockrm-wait");
+    let (dir, lock) = (t.join("lk"), t.join("lk/lock"));
     let held = host_local::store::NetDir::open(t.path(), "lk").unwrap();
 
     let next = Call::new(ns.path(), "x1").start("ADD", &c);
