@@ -2,6 +2,8 @@
 
 use cni_core::CniError;
 
+pub mod ports;
+
 /// Codes a parser of untrusted input may answer with (SPEC.md's table, libcni's 8, Go's 999).
 const KNOWN_CODES: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8, 11, 50, 51, 999];
 
