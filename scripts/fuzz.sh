@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo-fuzz / libFuzzer) of every parser of untrusted input: CNI
-# configs and conflists, CNI_ARGS, prevResult, the shim's HTTP requests and bodies, the
+# configs and conflists, CNI_ARGS, prevResult, the shim's HTTP requests, bodies and -p plan, the
 # agent's etcd values. Each target runs FUZZ_SECONDS (default 20) from its seed corpus
 # (fuzz/corpus/<target>) plus every input that once crashed it (fuzz/regressions/<target>).
 #

@@ -5,7 +5,7 @@
 //! Modules, one job each: `http` (HTTP/1.1 requests and replies), `server` (connections:
 //! threads, timeouts, cap), `listen` (socket activation / bind),
 //! `api` (protocol bodies), `router` (method dispatch, error replies), `ipam` (IpamDriver),
-//! `network` and `endpoint` (NetworkDriver), `ports` (`-p`), `bind`/`cniconf` (networks shared with CNI), `cluster` (networks across hosts through cnm-agent), `cni` (plugin configs and
+//! `network` and `endpoint` (NetworkDriver), `ports` (`-p`), `portplan` (`-p` planning, pure), `bind`/`cniconf` (networks shared with CNI), `cluster` (networks across hosts through cnm-agent), `cni` (plugin configs and
 //! host-local calls), `exec` (bounded plugin execution), `netns` (temporary netns, links),
 //! `state` (persistence), `reconcile` (startup repair), `pool` (address math), `netopts`
 //! (`-o` options), `locks`, `shim` (shared context), `config`, `log`, `error`.
@@ -28,6 +28,7 @@ pub mod netns;
 pub mod netopts;
 pub mod network;
 pub mod pool;
+pub mod portplan;
 pub mod ports;
 pub mod reconcile;
 pub mod router;

@@ -412,6 +412,32 @@ fn publish_ipv6_options_internal() {
         "{e}"
     );
     let _ = w.docker(&["rm", "-f", "web2"]);
+    // A host port range gets its first port no container holds (18080 and 18081 are web's).
+    let web4_cmd =
+        "mkdir -p /www && echo hello4 > /www/index.html && exec busybox httpd -f -p 80 -h /www";
+    w.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web4",
+        "--network",
+        "n6",
+        "-p",
+        "18080-18082:80",
+        IMAGE,
+        "sh",
+        "-c",
+        web4_cmd,
+    ]);
+    let range_url = "http://10.213.100.1:18082/";
+    eventually_for(10, || wget(&out, range_url).as_deref() == Some("hello4"));
+    assert_eq!(
+        wget(&out, range_url).as_deref(),
+        Some("hello4"),
+        "-p 18080-18082:80\n{}",
+        w.ruleset()
+    );
+    w.docker_ok(&["rm", "-f", "web4"]);
     // Host ports are claimed in one table shared with CNI containers (the portmap plugin):
     // a port docker published is refused to a CNI container and vice versa.
     let portmap = |cmd: &str, port: u16| {

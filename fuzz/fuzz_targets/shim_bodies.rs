@@ -6,12 +6,13 @@
 //! subnets satisfy their bounds, options persisted in the state file read back the same.
 #![no_main]
 
-use cni_fuzz::shim::{body, METHODS};
+use cni_fuzz::shim::body;
+use cnm_shim::router::DECODED;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    body(METHODS[sel as usize % METHODS.len()], rest);
+    body(DECODED[sel as usize % DECODED.len()], rest);
 });

@@ -9,14 +9,15 @@ import glob, hashlib, json, os, re, sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(ROOT, "fuzz", "corpus")
 
-METHODS = [  # same order as cni_fuzz::shim::METHODS
-    "NetworkDriver.CreateNetwork", "NetworkDriver.DeleteNetwork",
-    "NetworkDriver.CreateEndpoint", "NetworkDriver.DeleteEndpoint",
-    "NetworkDriver.EndpointOperInfo", "NetworkDriver.Join",
-    "NetworkDriver.ProgramExternalConnectivity", "NetworkDriver.RevokeExternalConnectivity",
-    "IpamDriver.RequestPool", "IpamDriver.ReleasePool",
-    "IpamDriver.RequestAddress", "IpamDriver.ReleaseAddress",
-]
+
+def decoded_methods():
+    """cnm_shim::router::DECODED, in its order (shim_bodies picks a method by index)."""
+    src = open(os.path.join(ROOT, "cnm-shim", "src", "router.rs"), encoding="utf-8").read()
+    body = re.search(r"pub const DECODED: \[&str; \d+\] = \[(.*?)\];", src, re.S).group(1)
+    return re.findall(r'"([^"]+)"', body)
+
+
+METHODS = decoded_methods()
 VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
 
@@ -53,6 +54,13 @@ def spec_json_blocks(path):
             yield json.loads(m.group(1))
         except ValueError:
             pass
+
+
+def ports_seeds(body):
+    """shim_ports: one body on a few worlds (its selector byte): dual-stack, IPv4 only with
+    another endpoint's ports, IPv6 only, a network host IP of 127.0.0.1, every 4th port busy."""
+    for sel in [0x02, 0x10, 0x01, 0x06, 0x62]:
+        put("shim_ports", bytes([sel]) + body)
 
 
 def main():
@@ -108,9 +116,25 @@ def main():
         put("cni_args", a)
     put("cni_args", "ADD\nctr-1\n/var/run/netns/x\neth0\nIgnoreUnknown=1;IP=10.0.0.7\n/opt/cni/bin\n")
     put("cni_args", "DEL\nctr-1\n\neth0\n\n/opt/cni/bin\n1")
+    # `-p` as dockerd 20.10 sends it in ProgramExternalConnectivity (docker-remote-driver.md):
+    # -p 127.0.0.1:18080:80 -p 18081:81/udp, -p 80 and -P (HostPort 0), a host port range,
+    # an IPv6 host IP, sctp, 0.0.0.0.
+    def pm(*entries):
+        return {"NetworkID": "4b4f2e03bfd3", "EndpointID": "3bc381243757", "Options": {
+            "com.docker.network.endpoint.exposedports": [{"Proto": e[0], "Port": e[1]} for e in entries],
+            "com.docker.network.portmap": [{"Proto": e[0], "IP": "", "Port": e[1], "HostIP": e[2],
+                                            "HostPort": e[3], "HostPortEnd": e[4]} for e in entries]}}
+    for req in [pm((17, 81, "", 18081, 18081), (6, 80, "127.0.0.1", 18080, 18080)),
+                pm((6, 80, "", 0, 0)),
+                pm((6, 80, "", 0, 0), (6, 443, "", 0, 0), (17, 53, "", 0, 0)),
+                pm((6, 80, "", 8000, 8010)),
+                pm((6, 80, "::1", 8080, 8080), (6, 80, "0.0.0.0", 8081, 8081)),
+                pm((132, 9999, "", 19999, 19999)),
+                pm((6, 80, "127.0.0.1", 8080, 8080), (6, 81, "127.0.0.2", 8080, 8080))]:
+        ports_seeds(json.dumps(req).encode())
     # dockerd's request bodies, raw and inside HTTP requests.
     if os.path.exists(observed):
-        seen, per_method = set(), {}
+        seen, per_method, seen_ports = set(), {}, set()
         for line in open(observed, encoding="utf-8"):
             call = json.loads(line)
             method = call["path"].lstrip("/")
@@ -124,6 +148,12 @@ def main():
                 continue
             if method in METHODS:
                 put("shim_bodies", bytes([METHODS.index(method)]) + body)
+            if method == "NetworkDriver.ProgramExternalConnectivity":
+                # The port map is what matters: one body per distinct one.
+                opts = json.dumps(call["req"].get("Options"), sort_keys=True)
+                if opts not in seen_ports:
+                    seen_ports.add(opts)
+                    ports_seeds(body)
             head = (f"POST /{method} HTTP/1.1\r\nHost: \r\nUser-Agent: Go-http-client/1.1\r\n"
                     f"Content-Length: {len(body)}\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\n"
                     f"Content-Type: application/json\r\nAccept-Encoding: gzip\r\n\r\n").encode()

@@ -2,6 +2,8 @@
 
 use cni_core::CniError;
 
+pub mod ports;
+
 /// Codes a parser of untrusted input may answer with (SPEC.md's table, libcni's 8, Go's 999).
 const KNOWN_CODES: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8, 11, 50, 51, 999];
 
@@ -42,22 +44,6 @@ pub mod shim {
     use cnm_shim::{cluster, netopts, pool};
     use ipnetwork::IpNetwork;
     use serde_json::{Map, Value};
-
-    /// Every method whose body is decoded, as the router names them.
-    pub const METHODS: &[&str] = &[
-        "NetworkDriver.CreateNetwork",
-        "NetworkDriver.DeleteNetwork",
-        "NetworkDriver.CreateEndpoint",
-        "NetworkDriver.DeleteEndpoint",
-        "NetworkDriver.EndpointOperInfo",
-        "NetworkDriver.Join",
-        "NetworkDriver.ProgramExternalConnectivity",
-        "NetworkDriver.RevokeExternalConnectivity",
-        "IpamDriver.RequestPool",
-        "IpamDriver.ReleasePool",
-        "IpamDriver.RequestAddress",
-        "IpamDriver.ReleaseAddress",
-    ];
 
     fn check_err(e: &Error, what: &str) {
         assert!(!e.0.trim().is_empty(), "{what}: empty error message");

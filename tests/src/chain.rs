@@ -51,6 +51,22 @@ impl SuiteHost {
         subnet4: &str,
         subnet6: &str,
     ) -> NetworkConfigList {
+        self.chain_with_portmap(net, bridge, subnet4, subnet6, json!({}))
+    }
+
+    /// [`SuiteHost::chain`] with `portmap`'s keys (e.g. `conditionsV4`) added to its plugin.
+    pub fn chain_with_portmap(
+        &self,
+        net: &str,
+        bridge: &str,
+        subnet4: &str,
+        subnet6: &str,
+        portmap: Value,
+    ) -> NetworkConfigList {
+        let mut pm = json!({"type": "portmap", "capabilities": {"portMappings": true}});
+        for (k, v) in portmap.as_object().into_iter().flatten() {
+            pm[k] = v.clone();
+        }
         list(json!({
             "cniVersion": "1.1.0",
             "name": net,
@@ -62,7 +78,7 @@ impl SuiteHost {
                         "ranges": [[{"subnet": subnet4}], [{"subnet": subnet6}]]
                     }
                 },
-                {"type": "portmap", "capabilities": {"portMappings": true}},
+                pm,
                 {"type": "firewall", "backend": "nftables"},
                 {"type": "tuning", "dataDir": self.tuning.str(), "mtu": 1400, "promisc": true}
             ]

@@ -1,5 +1,5 @@
 //! Published host ports (the `portmap` plugin and cnm-shim's `-p`): one
-//! table whose rules never change after creation; every mapping is a map
+//! table whose rules change only when a lane is added; every mapping is a map
 //! or set ELEMENT, so an ADD or DEL is one transaction whose cost does not
 //! depend on how many ports the node publishes.
 //!
@@ -34,8 +34,22 @@
 //!         iifname @internal iifname . oifname != @internal_self drop
 //!         oifname @internal iifname . oifname != @internal_self drop
 //!     }
+//!     # A lane per distinct conditionsV4/V6 (see `crate::conditions`): its maps,
+//!     map ip4-<hex>, any4-<hex>                               # (ip6-, any6- for V6)
+//!     # its jump, inserted at the top of `dnat`,
+//!     #   meta nfproto ipv4 ip saddr 10.0.0.0/8 jump lane4-<hex> comment "conditionsV4: ..."
+//!     # and its chain, whose comment keeps the conditions when the rules are flushed.
+//!     chain lane4-<hex> { comment "conditionsV4: ip saddr 10.0.0.0/8"
+//!         the two DNAT rules of `dnat`, looking up @ip4-<hex> and @any4-<hex>
+//!     }
 //! }
 //! ```
+//!
+//! Hand-made damage (`nft flush table`, `nft flush chain`, a chain deleted)
+//! leaves the elements without the rules that use them. ADD notices it from
+//! the one chain dump it does anyway and rebuilds every chain, every lane
+//! included, in the same transaction as its elements; CHECK names the
+//! chains (`repair`).
 //!
 //! `fib daddr type local` rewrites only traffic addressed to one of the
 //! host's own addresses (from another host or from the host itself), never
@@ -67,6 +81,10 @@ use crate::sys::{
     NFTA_DATA_VALUE, NFTA_IMMEDIATE_DATA, NFTA_IMMEDIATE_DREG, NFT_REG_1, NFT_REG_2, NLA_F_NESTED,
 };
 use crate::types::*;
+
+pub use crate::conditions::Lane;
+
+mod repair;
 
 pub const TABLE: &str = crate::tables::PORTS;
 pub const FAMILY: Family = Family::Inet;
@@ -238,34 +256,6 @@ fn dnat_rules(v6: bool, lane_sfx: &str) -> Vec<Vec<Expr>> {
     vec![a, b]
 }
 
-/// `conditionsV4`/`conditionsV6` of a network: packets must match `exprs`
-/// to be mapped by this lane's maps. A lane is its own chain and pair of
-/// maps (named by a hash of `text`), jumped to from `dnat` before the
-/// default maps; created on first use, shared by every attachment with the
-/// same conditions, never per mapping.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lane {
-    pub v6: bool,
-    /// The matches (without the `meta nfproto` dependency).
-    pub exprs: Vec<Expr>,
-    /// Canonical text of the conditions (names the lane; the jump rule's comment).
-    pub text: String,
-}
-
-impl Lane {
-    /// `-<12 hex digits>`: the suffix of the lane's maps and chain.
-    fn suffix(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let h = Sha256::digest(format!("{} {}", self.v6, self.text).as_bytes());
-        let hex: String = h[..6].iter().map(|b| format!("{b:02x}")).collect();
-        format!("-{hex}")
-    }
-
-    fn chain(&self) -> String {
-        format!("lane{}{}", sfx(self.v6), self.suffix())
-    }
-}
-
 /// Per-call options of [`HostPorts`].
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -284,6 +274,15 @@ impl Options {
         } else {
             self.lane4.as_ref()
         }
+    }
+
+    /// The lanes that `maps` publish through (a lane of a family without mappings stays unmade).
+    fn used_lanes(&self, maps: &[Mapping]) -> Vec<&Lane> {
+        [&self.lane4, &self.lane6]
+            .into_iter()
+            .flatten()
+            .filter(|l| maps.iter().any(|m| m.dest.is_ipv6() == l.v6))
+            .collect()
     }
 }
 
@@ -355,7 +354,7 @@ fn addr_port(ip: &IpAddr, port: u16) -> Vec<u8> {
     v
 }
 
-fn sfx(v6: bool) -> &'static str {
+pub(crate) fn sfx(v6: bool) -> &'static str {
     if v6 {
         "6"
     } else {
@@ -455,57 +454,57 @@ fn base_chain(name: &str, hook: Hook, priority: i32, chain_type: ChainType) -> C
     }
 }
 
-/// Adds the table, its sets, and (when `chains`) its chains and rules.
-/// Chains are created with NLM_F_EXCL, so the rules exist exactly once:
-/// EEXIST on one means another process created them meanwhile.
-fn push_infra(b: &mut Batch, chains: bool) -> Vec<usize> {
-    let mut excl = Vec::new();
-    b.add_table(FAMILY, TABLE, Create::IfMissing);
-    for s in set_specs() {
-        b.add_set(&s, Create::IfMissing);
-    }
-    if !chains {
-        return excl;
-    }
-    let dnat_chain = ChainSpec {
+/// A chain of the table with the rules it is created with.
+struct ChainLayout {
+    spec: ChainSpec,
+    rules: Vec<RuleSpec>,
+}
+
+fn regular_chain(name: &str, comment: Option<String>) -> ChainSpec {
+    ChainSpec {
         family: FAMILY,
         table: TABLE.into(),
-        name: DNAT_CHAIN.into(),
+        name: name.into(),
         base: None,
-        comment: None,
-    };
-    excl.push(b.add_chain(&dnat_chain, Create::Exclusive));
-    for v6 in [false, true] {
-        for e in dnat_rules(v6, "") {
-            b.add_rule(&rule(DNAT_CHAIN, e, None));
-        }
+        comment,
     }
+}
+
+/// The fixed chains in creation order: `dnat` first (the base chains jump
+/// to it), [`LAST_CHAIN`] last.
+fn infra_chains() -> Vec<ChainLayout> {
+    let mut out = Vec::new();
+    let dnat = [false, true]
+        .into_iter()
+        .flat_map(|v6| dnat_rules(v6, ""))
+        .map(|e| rule(DNAT_CHAIN, e, None))
+        .collect();
+    out.push(ChainLayout {
+        spec: regular_chain(DNAT_CHAIN, None),
+        rules: dnat,
+    });
     for (name, hook) in [("prerouting", Hook::Prerouting), ("output", Hook::Output)] {
-        let c = base_chain(name, hook, priority::DSTNAT, ChainType::Nat);
-        excl.push(b.add_chain(&c, Create::Exclusive));
         let mut e: Vec<Expr> = match_daddr_local().into();
         e.push(Expr::Immediate(Verdict::Jump(DNAT_CHAIN.into())));
-        b.add_rule(&rule(name, e, None));
+        out.push(ChainLayout {
+            spec: base_chain(name, hook, priority::DSTNAT, ChainType::Nat),
+            rules: vec![rule(name, e, None)],
+        });
     }
-    let c = base_chain(
-        "postrouting",
-        Hook::Postrouting,
-        priority::SRCNAT,
-        ChainType::Nat,
-    );
-    excl.push(b.add_chain(&c, Create::Exclusive));
-    for (e, comment) in postrouting_rules() {
-        b.add_rule(&rule("postrouting", e, Some(comment)));
-    }
-    let c = base_chain(
-        LAST_CHAIN,
-        Hook::Forward,
-        priority::FILTER,
-        ChainType::Filter,
-    );
-    excl.push(b.add_chain(&c, Create::Exclusive));
+    out.push(ChainLayout {
+        spec: base_chain(
+            "postrouting",
+            Hook::Postrouting,
+            priority::SRCNAT,
+            ChainType::Nat,
+        ),
+        rules: postrouting_rules()
+            .into_iter()
+            .map(|(e, comment)| rule("postrouting", e, Some(comment)))
+            .collect(),
+    });
     let meta = |key, dreg| Expr::Meta { key, dreg };
-    for first in [MetaKey::IifName, MetaKey::OifName] {
+    let isolation = [MetaKey::IifName, MetaKey::OifName].map(|first| {
         let e = vec![
             meta(first, NFT_REG_1),
             lookup(INTERNAL_SET, NFT_REG_1, None),
@@ -520,18 +519,65 @@ fn push_infra(b: &mut Batch, chains: bool) -> Vec<usize> {
             Expr::Counter,
             Expr::Immediate(Verdict::Drop),
         ];
-        b.add_rule(&rule(
+        rule(
             LAST_CHAIN,
             e,
             Some("internal network: no traffic to or from other interfaces"),
-        ));
+        )
+    });
+    out.push(ChainLayout {
+        spec: base_chain(
+            LAST_CHAIN,
+            Hook::Forward,
+            priority::FILTER,
+            ChainType::Filter,
+        ),
+        rules: isolation.into(),
+    });
+    out
+}
+
+/// Adds the table, its sets, its chains and their rules. Chains are
+/// created with NLM_F_EXCL, so the rules exist exactly once: EEXIST on one
+/// means another process created them meanwhile. Returns those chain adds.
+fn push_infra(b: &mut Batch) -> Vec<usize> {
+    b.add_table(FAMILY, TABLE, Create::IfMissing);
+    for s in set_specs() {
+        b.add_set(&s, Create::IfMissing);
+    }
+    let mut excl = Vec::new();
+    for c in infra_chains() {
+        excl.push(b.add_chain(&c.spec, Create::Exclusive));
+        for r in &c.rules {
+            b.add_rule(r);
+        }
     }
     excl
 }
 
-/// Adds a lane's maps, chain, rules and its jump from `dnat` (inserted
-/// before the default lookups). Returns the index of the chain add
-/// (NLM_F_EXCL: EEXIST means the lane exists).
+/// A lane's chain, its rules, and its jump from `dnat` (inserted before
+/// the default lookups). The chain's comment keeps the conditions, which a
+/// rule flush leaves in place.
+fn lane_layout(lane: &Lane) -> (ChainLayout, RuleSpec) {
+    let chain = lane.chain();
+    let rules = dnat_rules(lane.v6, &lane.suffix())
+        .into_iter()
+        .map(|e| rule(&chain, e, None))
+        .collect();
+    let mut e: Vec<Expr> = match_nfproto(if lane.v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 }).into();
+    e.extend(lane.exprs.iter().cloned());
+    e.push(Expr::Immediate(Verdict::Jump(chain.clone())));
+    let mut jump = rule(DNAT_CHAIN, e, Some(&lane.comment()));
+    jump.append = false;
+    let layout = ChainLayout {
+        spec: regular_chain(&chain, Some(lane.comment())),
+        rules,
+    };
+    (layout, jump)
+}
+
+/// Adds a lane's maps, chain, rules and its jump from `dnat`. Returns the
+/// index of the chain add (NLM_F_EXCL: EEXIST means the lane exists).
 fn push_lane(b: &mut Batch, lane: &Lane) -> usize {
     let f = sfx(lane.v6);
     let sx = lane.suffix();
@@ -552,36 +598,31 @@ fn push_lane(b: &mut Batch, lane: &Lane) -> usize {
         &set_spec(&format!("any{f}{sx}"), KeyType::Concat(pp), data()),
         Create::IfMissing,
     );
-    let chain = ChainSpec {
-        family: FAMILY,
-        table: TABLE.into(),
-        name: lane.chain(),
-        base: None,
-        comment: None,
-    };
-    let at = b.add_chain(&chain, Create::Exclusive);
-    for e in dnat_rules(lane.v6, &sx) {
-        b.add_rule(&rule(&lane.chain(), e, None));
+    let (chain, jump) = lane_layout(lane);
+    let at = b.add_chain(&chain.spec, Create::Exclusive);
+    for r in &chain.rules {
+        b.add_rule(r);
     }
-    let mut e: Vec<Expr> = match_nfproto(if lane.v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 }).into();
-    e.extend(lane.exprs.iter().cloned());
-    e.push(Expr::Immediate(Verdict::Jump(lane.chain())));
-    let mut r = rule(
-        DNAT_CHAIN,
-        e,
-        Some(&format!("conditionsV{f}: {}", lane.text)),
-    );
-    r.append = false;
-    b.add_rule(&r);
+    b.add_rule(&jump);
     at
+}
+
+/// Whether `name` is one of `prefixes` and a lane suffix's 12 hex digits.
+fn lane_named(name: &str, prefixes: &[&str]) -> bool {
+    prefixes.iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|h| h.len() == 12 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+    })
 }
 
 /// Whether `set` is one of a lane's maps (`ip4-<hex>`, `any6-<hex>`, ...).
 fn is_lane_map(set: &str) -> bool {
-    ["ip4-", "ip6-", "any4-", "any6-"].iter().any(|p| {
-        set.strip_prefix(p)
-            .is_some_and(|h| h.len() == 12 && h.bytes().all(|c| c.is_ascii_hexdigit()))
-    })
+    lane_named(set, &["ip4-", "ip6-", "any4-", "any6-"])
+}
+
+/// Whether `chain` is a lane's (`lane4-<hex>`, `lane6-<hex>`).
+fn is_lane_chain(chain: &str) -> bool {
+    lane_named(chain, &["lane4-", "lane6-"])
 }
 
 // ---- the engine -----------------------------------------------------------
@@ -627,6 +668,8 @@ impl HostPorts {
     /// element (when `snat`) and a masqAll element (when `masq_all`).
     /// Another owner's claim on a port fails with [`Error::Conflict`]
     /// naming it, and nothing is changed. Idempotent for the same owner.
+    /// Chains damaged by hand (a flush) are rebuilt, every lane included,
+    /// in the same transaction (see `repair`).
     pub fn add(
         &mut self,
         owner: (&str, &str, &str),
@@ -638,41 +681,17 @@ impl HostPorts {
         if want.is_empty() {
             return Ok(());
         }
-        let mut infra = self.flushed()?;
+        let own = opts.used_lanes(maps);
+        // The one read of the common path: is every chain whole (see `repair`)?
+        let mut repair = !repair::Survey::read(&mut self.sock)?
+            .damage(&own)
+            .is_empty();
         retry::rejected("portmap add", || {
             let mut b = Batch::new();
-            let mut excl = Vec::new();
-            if infra {
-                // Rules flushed by hand: every chain goes (base chains first, so the jumps
-                // into `dnat` and the lanes are gone before those are deleted) and is built
-                // again in the same transaction.
-                let flushed = self.flushed()?;
-                if flushed {
-                    let mut names: Vec<String> = query::list_chains(&mut self.sock, FAMILY, TABLE)?
-                        .into_iter()
-                        .map(|c| c.name)
-                        .collect();
-                    names.sort_by_key(|n| match n.as_str() {
-                        DNAT_CHAIN => 1,
-                        "prerouting" | "output" | "postrouting" | LAST_CHAIN => 0,
-                        _ => 2,
-                    });
-                    for n in &names {
-                        b.del_chain(FAMILY, TABLE, n);
-                    }
-                }
-                let chains =
-                    flushed || !query::chain_exists(&mut self.sock, FAMILY, TABLE, LAST_CHAIN)?;
-                excl = push_infra(&mut b, chains);
-                for lane in [&opts.lane4, &opts.lane6].into_iter().flatten() {
-                    let used = maps.iter().any(|m| m.dest.is_ipv6() == lane.v6);
-                    if used
-                        && (chains
-                            || !query::chain_exists(&mut self.sock, FAMILY, TABLE, &lane.chain())?)
-                    {
-                        excl.push(push_lane(&mut b, lane));
-                    }
-                }
+            let mut fix = repair::Fix::default();
+            if repair {
+                fix = repair::plan(&mut self.sock, &mut b, &own)?;
+                repair = fix.found;
             }
             // op index -> (want index, is delete)
             let mut ops: Vec<(usize, usize, bool)> = Vec::new();
@@ -686,22 +705,31 @@ impl HostPorts {
                     false,
                 ));
             }
-            if ops.is_empty() {
+            // Every element may be in place while the chains still need the repair.
+            if b.is_empty() {
                 return Ok(Ok(()));
+            }
+            if let Some(genid) = fix.genid {
+                b = b.with_genid(genid);
             }
             let Some(err) = b.try_commit(&mut self.sock)? else {
                 return Ok(Ok(()));
             };
             let mut taken = Vec::new();
             for f in err.failures() {
-                if excl.contains(&f.index) && f.errno == libc::EEXIST {
-                    continue; // created concurrently; the next attempt sees it
+                // The ruleset changed since the repair read it, or a chain it creates was
+                // created meanwhile: the next attempt looks again.
+                if (f.errno == libc::ERESTART && fix.genid.is_some())
+                    || (f.errno == libc::EEXIST && fix.excl.contains(&f.index))
+                {
+                    repair = true;
+                    continue;
                 }
                 let Some(&(_, wi, del)) = ops.iter().find(|(op, _, _)| *op == f.index) else {
                     return Err(err);
                 };
                 match (del, f.errno) {
-                    (false, libc::ENOENT) => infra = true,
+                    (false, libc::ENOENT) => repair = true,
                     (false, libc::EEXIST | libc::EBUSY) => taken.push(wi),
                     (true, libc::ENOENT) => want[wi].replace = false,
                     _ => return Err(err),
@@ -816,11 +844,7 @@ impl HostPorts {
         opts: &Options,
     ) -> Result<()> {
         let tag = validate_owner("portmap", owner.0, owner.1, owner.2)?;
-        if self.flushed()? {
-            return Err(Error::Invalid(format!(
-                "the rules of table {FAMILY} {TABLE} are gone (flushed by hand?): no port is published; the next ADD restores them"
-            )));
-        }
+        repair::check(&mut self.sock, &opts.used_lanes(maps))?;
         for w in plan_add(&tag, maps, opts)? {
             match self.get(&w.set, &w.el)? {
                 None => {
@@ -891,7 +915,7 @@ impl HostPorts {
         for _ in 0..2 {
             let mut b = Batch::new();
             if internal && !query::chain_exists(&mut self.sock, FAMILY, TABLE, LAST_CHAIN)? {
-                push_infra(&mut b, true);
+                push_infra(&mut b);
             }
             for (set, el) in [
                 (INTERNAL_SET, Element::ifname(bridge)),
@@ -935,15 +959,6 @@ impl HostPorts {
     }
 
     /// The per-attachment sets: the fixed ones and every lane's maps.
-    /// Whether the table's chains exist without their rules (`nft flush table`): the
-    /// `prerouting` chain, which always holds its one jump, is empty.
-    fn flushed(&mut self) -> Result<bool> {
-        Ok(
-            query::list_rules(&mut self.sock, FAMILY, TABLE, "prerouting")?
-                .is_some_and(|r| r.is_empty()),
-        )
-    }
-
     fn owned_sets(&mut self) -> Result<Vec<String>> {
         let mut v: Vec<String> = OWNED_SETS.iter().map(|s| s.to_string()).collect();
         v.extend(

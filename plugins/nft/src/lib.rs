@@ -18,6 +18,7 @@
 use cni_netlink::nl::attr;
 
 pub mod batch;
+pub mod conditions;
 pub mod error;
 pub mod expr;
 pub mod firewall;

@@ -117,6 +117,7 @@ fn parse_chain(a: &[u8]) -> Option<ChainInfo> {
         use_count: attr::find_be32(a, NFTA_CHAIN_USE).unwrap_or(0),
         is_base: attr::find(a, NFTA_CHAIN_HOOK).is_some(),
         policy_drop: attr::find_be32(a, NFTA_CHAIN_POLICY).map(|p| p == NF_DROP as u32),
+        comment: attr::find(a, NFTA_CHAIN_USERDATA).and_then(udata::decode_comment),
     })
 }
 

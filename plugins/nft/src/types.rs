@@ -410,6 +410,8 @@ pub struct ChainInfo {
     pub is_base: bool,
     /// Base chains: `Some(true)` if the policy is drop.
     pub policy_drop: Option<bool>,
+    /// The chain's comment (userdata), which a rule flush leaves in place.
+    pub comment: Option<String>,
 }
 
 #[cfg(test)]

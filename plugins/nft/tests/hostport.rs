@@ -141,3 +141,175 @@ fn docker_user_dnat_accept() {
         assert!(!s.contains("DNAT"), "{s}");
     });
 }
+
+fn lane(conds: &[&str], v6: bool) -> Option<cni_nft::hostport::Lane> {
+    let conds: Vec<String> = conds.iter().map(|s| s.to_string()).collect();
+    Some(
+        cni_nft::conditions::parse(&conds, v6)
+            .unwrap()
+            .expect("conditions"),
+    )
+}
+
+/// The lane chain whose jump in `dnat` carries `conds` (as `nft list` prints them).
+fn lane_chain(listing: &str, conds: &str) -> String {
+    let line = listing
+        .lines()
+        .find(|l| l.contains(conds) && l.contains("jump lane"))
+        .unwrap_or_else(|| panic!("no jump for {conds:?} in\n{listing}"));
+    let at = line.find("jump ").unwrap() + 5;
+    line[at..].split_whitespace().next().unwrap().to_string()
+}
+
+/// `dnat` is a keyword of nft's language: only its JSON input can name that chain.
+fn flush_dnat_chain() {
+    use std::io::Write;
+    let mut c = std::process::Command::new("nft")
+        .args(["-j", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("exec nft");
+    let flush = format!(
+        r#"{{"nftables":[{{"flush":{{"chain":{{"family":"inet","table":"{TABLE}","name":"dnat"}}}}}}]}}"#
+    );
+    c.stdin.take().unwrap().write_all(flush.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "nft -j flush chain dnat");
+}
+
+/// Every hand-made flush of the table or of one of its chains: CHECK fails, naming the
+/// chain, for exactly the owners whose ports it unmapped, and the next ADD, by an owner
+/// without conditions that has nothing to add, rebuilds the table as it was, every lane
+/// (with its conditions) included.
+#[test]
+fn any_flush_is_repaired_with_every_lane() {
+    in_netns(|| {
+        let mut h = HostPorts::new().unwrap();
+        let opts = [
+            Options {
+                snat: true,
+                lane4: lane(&["-s", "10.1.0.0/16"], false),
+                lane6: lane(&["ip6 saddr fd01::/64"], true),
+                ..Default::default()
+            },
+            Options {
+                lane4: lane(&["-i", "eth+", "!", "-d", "10.9.9.9"], false),
+                ..Default::default()
+            },
+            Options {
+                masq_all: true,
+                ..Default::default()
+            },
+        ];
+        let owners = [
+            ("n1", "a", "eth0"),
+            ("n2", "b", "eth0"),
+            ("n3", "c", "eth0"),
+        ];
+        let maps = [
+            vec![
+                m(6, None, 18001, "10.213.1.2", 80),
+                m(6, None, 18001, "fd00:213::2", 80),
+            ],
+            vec![m(17, Some("10.1.1.1"), 18002, "10.213.1.3", 53)],
+            vec![m(6, None, 18003, "10.213.1.4", 80)],
+        ];
+        for i in 0..3 {
+            h.add(owners[i], &maps[i], &opts[i]).unwrap();
+        }
+        let whole = list();
+        let a4 = lane_chain(&whole, "ip saddr 10.1.0.0/16");
+        let a6 = lane_chain(&whole, "ip6 saddr fd01::/64");
+        let b4 = lane_chain(&whole, "iifname \"eth*\"");
+        let all = [true, true, true];
+        // (the chain flushed, `None` for the whole table; whose CHECK fails)
+        let cases = [
+            (None, all),
+            (Some("dnat"), all),
+            (Some("prerouting"), all),
+            (Some("output"), all),
+            (Some("postrouting"), all),
+            (Some("forward"), all),
+            (Some(a4.as_str()), [true, false, false]),
+            (Some(a6.as_str()), [true, false, false]),
+            (Some(b4.as_str()), [false, true, false]),
+        ];
+        for (flushed, concerned) in cases {
+            let how = match flushed {
+                None => {
+                    nft(&["flush", "table", "inet", TABLE]);
+                    "flush table".to_string()
+                }
+                Some("dnat") => {
+                    flush_dnat_chain();
+                    "flush chain dnat".to_string()
+                }
+                Some(c) => {
+                    nft(&["flush", "chain", "inet", TABLE, c]);
+                    format!("flush chain {c}")
+                }
+            };
+            let chain = flushed.unwrap_or("dnat");
+            assert_ne!(list(), whole, "`nft {how}` changed the table");
+            for i in 0..3 {
+                match (h.check(owners[i], &maps[i], &opts[i]), concerned[i]) {
+                    (Err(e), true) => {
+                        let e = e.to_string();
+                        assert!(
+                            e.contains(&format!("chain {chain} ")) && e.contains("the next ADD"),
+                            "after `nft {how}`, CHECK of {i}: {e}"
+                        );
+                    }
+                    (Ok(()), false) => {}
+                    (r, _) => panic!("after `nft {how}`, CHECK of {i}: {r:?}"),
+                }
+            }
+            // A repeated ADD of the owner without conditions: all its elements exist.
+            h.add(owners[2], &maps[2], &opts[2]).unwrap();
+            assert_eq!(list(), whole, "after `nft {how}` and one ADD");
+            for i in 0..3 {
+                h.check(owners[i], &maps[i], &opts[i])
+                    .unwrap_or_else(|e| panic!("after `nft {how}` and one ADD, CHECK of {i}: {e}"));
+            }
+        }
+        for i in 0..3 {
+            h.del(owners[i], Some(&maps[i]), None, &opts[i]).unwrap();
+        }
+        assert!(h.list().unwrap().is_empty(), "{}", list());
+    });
+}
+
+/// The handle of every chain (`nft -a`): a rebuilt chain gets a new one.
+fn chain_handles() -> Vec<String> {
+    nft(&["-a", "list", "table", "inet", TABLE])
+        .lines()
+        .filter(|l| l.trim_start().starts_with("chain "))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// A new lane in a whole table is added beside the others: nothing is rebuilt.
+#[test]
+fn a_new_lane_rebuilds_nothing() {
+    in_netns(|| {
+        let mut h = HostPorts::new().unwrap();
+        let mut add_lane = |i: u8| {
+            let opts = Options {
+                lane4: lane(&["-s", &format!("10.{i}.0.0/16")], false),
+                ..Default::default()
+            };
+            let maps = [m(6, None, 18000 + u16::from(i), "10.213.1.2", 80)];
+            h.add(("n", &format!("c{i}"), "eth0"), &maps, &opts)
+                .unwrap();
+        };
+        add_lane(1);
+        let before = chain_handles();
+        add_lane(2);
+        let after = chain_handles();
+        assert_eq!(after.len(), before.len() + 1, "{after:?}");
+        assert_eq!(
+            after[..before.len()],
+            before[..],
+            "the existing chains were kept"
+        );
+    });
+}

@@ -9,8 +9,6 @@ use serde::Deserialize;
 use cni_core::{CniError, CniResult, Request};
 use cni_nft::hostport::{Lane, Mapping};
 
-use crate::conditions;
-
 /// The reference's default `markMasqBit`.
 const DEFAULT_MARK_BIT: i64 = 13;
 
@@ -85,8 +83,8 @@ pub fn load(req: &Request) -> Result<Conf, CniError> {
             )))
         }
     }
-    let lane4 = conditions::parse(raw.conditions_v4.as_deref().unwrap_or_default(), false)?;
-    let lane6 = conditions::parse(raw.conditions_v6.as_deref().unwrap_or_default(), true)?;
+    let lane4 = lane(raw.conditions_v4.as_deref(), false)?;
+    let lane6 = lane(raw.conditions_v6.as_deref(), true)?;
     let raw_ports: Vec<RawPort> = match req.runtime_config("portMappings") {
         None => Vec::new(),
         Some(v) => cni_core::json::decode(v, "runtimeConfig.portMappings")?,
@@ -101,6 +99,15 @@ pub fn load(req: &Request) -> Result<Conf, CniError> {
         lane4,
         lane6,
         ports,
+    })
+}
+
+/// `conditionsV4`/`conditionsV6` as a lane (`cni_nft::conditions`, the one parser the table
+/// also uses to rebuild lanes); what it cannot translate is refused with code 7.
+fn lane(conds: Option<&[String]>, v6: bool) -> Result<Option<Lane>, CniError> {
+    cni_nft::conditions::parse(conds.unwrap_or_default(), v6).map_err(|e| match e {
+        cni_nft::Error::Invalid(m) => CniError::config(m),
+        e => CniError::config(e.to_string()),
     })
 }
 

@@ -3,9 +3,8 @@
 //! `cni_nft::hostport`, one transaction per call whatever the number of
 //! mappings on the node.
 //!
-//! One module per job: `config` (parse + validate), `conditions`
-//! (conditionsV4/V6 into nftables expressions), `plugin` (the verbs).
+//! One module per job: `config` (parse + validate; conditionsV4/V6 are
+//! translated by `cni_nft::conditions`), `plugin` (the verbs).
 
-pub mod conditions;
 pub mod config;
 pub mod plugin;

@@ -9,6 +9,8 @@ use cni_tests::suite::tcp_delivers;
 use cni_tests::{unique, Netns};
 use serde_json::Value;
 
+mod lanes;
+
 const GW4: &str = "10.81.0.1";
 
 struct Fx {
@@ -24,6 +26,23 @@ struct Att {
     rt: RuntimeConf,
     port: u16,
     result: Value,
+}
+
+/// ADD of a new container to `list`, publishing the next port of `next_port`.
+fn attach(cni: &Cni, list: &NetworkConfigList, next_port: &std::cell::Cell<u16>) -> Att {
+    let ns = Netns::new("hfwc");
+    let port = next_port.get();
+    next_port.set(port + 1);
+    let rt = runtime_conf(&ns, &unique("hfwid"), Some(port));
+    let result = cni
+        .add_network_list(list, &rt)
+        .unwrap_or_else(|e| panic!("ADD to {}: {e}", list.name));
+    Att {
+        ns,
+        rt,
+        port,
+        result,
+    }
 }
 
 impl Fx {
@@ -42,20 +61,7 @@ impl Fx {
     }
 
     fn add(&self) -> Att {
-        let ns = Netns::new("hfwc");
-        let port = self.next_port.get();
-        self.next_port.set(port + 1);
-        let rt = runtime_conf(&ns, &unique("hfwid"), Some(port));
-        let result = self
-            .cni
-            .add_network_list(&self.list, &rt)
-            .unwrap_or_else(|e| panic!("ADD: {e}"));
-        Att {
-            ns,
-            rt,
-            port,
-            result,
-        }
+        attach(&self.cni, &self.list, &self.next_port)
     }
 
     fn check(&self, att: &Att) -> Result<(), String> {

@@ -98,6 +98,11 @@ impl Out {
 
 /// Runs a plugin binary with exactly `env` and `stdin`.
 pub fn exec(bin: &str, env: &[(&str, &str)], stdin: &str) -> Out {
+    start(bin, env, stdin).wait()
+}
+
+/// Starts a plugin binary with exactly `env` and `stdin`, without waiting for it.
+pub fn start(bin: &str, env: &[(&str, &str)], stdin: &str) -> Running {
     let mut child = Command::new(bin)
         .env_clear()
         .envs(env.iter().copied())
@@ -110,11 +115,29 @@ pub fn exec(bin: &str, env: &[(&str, &str)], stdin: &str) -> Out {
     // A plugin may exit before reading (e.g. VERSION): a broken pipe is fine.
     let _ = input.write_all(stdin.as_bytes());
     drop(input);
-    let o = child.wait_with_output().expect("wait");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    Running(child)
+}
+
+/// A plugin call in flight (its output is small: the pipes never fill).
+pub struct Running(std::process::Child);
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether it has exited, without waiting.
+    pub fn finished(&mut self) -> bool {
+        self.0.try_wait().expect("try_wait").is_some()
+    }
+
+    pub fn wait(self) -> Out {
+        let o = self.0.wait_with_output().expect("wait");
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
     }
 }
 
@@ -140,6 +163,11 @@ impl<'a> Call<'a> {
     }
 
     pub fn run(&self, cmd: &str, stdin: &str) -> Out {
+        self.start(cmd, stdin).wait()
+    }
+
+    /// `run` without waiting for the plugin to finish.
+    pub fn start(&self, cmd: &str, stdin: &str) -> Running {
         let mut env = vec![
             ("CNI_COMMAND", cmd),
             ("CNI_CONTAINERID", self.id),
@@ -150,7 +178,7 @@ impl<'a> Call<'a> {
         if !self.args.is_empty() {
             env.push(("CNI_ARGS", self.args));
         }
-        exec(self.bin, &env, stdin)
+        start(self.bin, &env, stdin)
     }
 
     pub fn add(&self, stdin: &str) -> Out {
