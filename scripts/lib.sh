@@ -71,10 +71,10 @@ build_release() {
     release_dir
 }
 
-# Environment switches only the tests use (cnm-shim's crash points, bridge's synchronous
-# link delete). They are compiled into debug builds only (#[cfg(debug_assertions)]): an
-# installed binary must not be steerable by them.
-TEST_ONLY_SWITCHES=(CNM_SHIM_CRASH_AT CNI_BRIDGE_SYNC_DELETE)
+# Environment switches only the tests use (cnm-shim's and host-local's crash points, bridge's
+# synchronous link delete). They are compiled into debug builds only
+# (#[cfg(debug_assertions)]): an installed binary must not be steerable by them.
+TEST_ONLY_SWITCHES=(CNM_SHIM_CRASH_AT CNI_HOST_LOCAL_CRASH_AT CNI_BRIDGE_SYNC_DELETE)
 
 # check_release_binaries <dir>: fails, naming binary and switch, if an executable in <dir>
 # contains the name of a test-only switch.

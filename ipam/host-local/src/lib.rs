@@ -5,12 +5,14 @@
 //!
 //! Modules, one job each: `config` (the IPAM config and its validation), `range` (range math and
 //! iteration order), `allocator` (round-robin and requested addresses), `store` (the reference's
-//! file format and lock), `index` (the O(1) lookup hint), `pool` (recycled inodes), `boot` (releasing what a reboot left behind), `dns`
-//! (resolv.conf), `gc`, and `verbs` (ADD/DEL/CHECK/STATUS glue).
+//! file format and lock), `index` (the O(1) lookup hint), `pool` (recycled inodes), `boot` (releasing what a reboot left
+//! behind), `dns` (resolv.conf), `gc`, `verbs` (ADD/DEL/CHECK/STATUS glue), and `crash` (the
+//! tests' kill points).
 
 pub mod allocator;
 pub mod boot;
 pub mod config;
+pub mod crash;
 pub mod dns;
 pub mod gc;
 pub mod index;

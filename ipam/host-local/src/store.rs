@@ -6,20 +6,25 @@
 //!     lock                        flock(LOCK_EX) target, created O_CREAT|O_RDONLY 0750
 //!     <ip>                        one file per reservation, named by the canonical address
 //!                                 (Go's net.IP.String()), content "<TrimSpace(id)>\r\n<ifname>",
-//!                                 created O_RDWR|O_CREAT|O_EXCL 0600
+//!                                 mode 0600; the reference creates it O_RDWR|O_CREAT|O_EXCL,
+//!                                 we link() it in complete (see `NetDir::reserve`)
 //!     last_reserved_ip.<N>        "<ip>" (no newline), rewritten in place after each reservation
 //! ```
 //!
-//! Legacy files (written before ifnames existed) hold only `<id>`. The `O_EXCL` create is what
-//! makes concurrent Go and Rust writers safe; everything else (the index) is only a hint.
+//! Legacy files (written before ifnames existed) hold only `<id>`. The `O_EXCL` create (or our
+//! `link`, which fails the same way) is what makes concurrent Go and Rust writers safe;
+//! everything else (the index) is only a hint.
 //!
 //! `NetDir` holds the lock (std's `File::lock` is `flock`, so it interlocks with Go's
 //! go-filemutex) for its whole lifetime: one lock per call, never per range set.
 
 use std::collections::HashSet;
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -158,9 +163,26 @@ impl NetDir {
         self.path.join(ip.to_string())
     }
 
-    /// Creates the reservation file with `O_EXCL`; `Ok(false)` if the address is taken.
+    /// Creates the reservation file, complete; `Ok(false)` if the address is taken.
+    ///
+    /// The owner is written into an unnamed file (`O_TMPFILE`) which is then linked to the
+    /// address's name: `link` fails with `EEXIST` exactly where the reference's `O_EXCL` create
+    /// does, and the name never exists without its owner. The reference's create-then-write
+    /// leaves an empty file when killed in between: it names no container, so the DEL of the
+    /// killed ADD's container cannot find it, and only GC releases it. Where the filesystem has
+    /// no `O_TMPFILE` (or `/proc` is not mounted), that create-then-write is the fallback.
     pub fn reserve(&self, ip: IpAddr, owner: &Owner) -> Result<bool, CniError> {
         let p = self.ip_path(ip);
+        let unnamed = self
+            .unnamed(owner)
+            .map_err(|e| io_err("cannot write reservation", &p, &e))?;
+        if let Some(f) = unnamed {
+            let fd = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+            // Any other failure than "taken" falls back, which reports a real error as its own.
+            if let Ok(linked) = link_new(&fd, &p, true) {
+                return Ok(linked);
+            }
+        }
         let mut f = match OpenOptions::new()
             .read(true)
             .write(true)
@@ -172,6 +194,7 @@ impl NetDir {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(io_err("cannot create reservation", &p, &e)),
         };
+        crate::crash::point("reserve");
         if let Err(e) = f.write_all(owner.bytes()) {
             drop(f);
             let _ = fs::remove_file(&p);
@@ -180,14 +203,27 @@ impl NetDir {
         Ok(true)
     }
 
+    /// A new file in the directory, holding `owner` and not linked to any name; `None` where
+    /// the filesystem cannot make one (the caller then creates the file by name).
+    fn unnamed(&self, owner: &Owner) -> io::Result<Option<File>> {
+        let Ok(mut f) = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(&self.path)
+        else {
+            return Ok(None);
+        };
+        crate::crash::point("reserve");
+        f.write_all(owner.bytes())?;
+        Ok(Some(f))
+    }
+
     /// Makes an already written file (a recycled spare, see `pool`) the reservation of `ip`:
     /// `link` fails with `EEXIST` exactly where `O_EXCL` would. `Ok(false)` if taken.
     pub fn reserve_linked(&self, ip: IpAddr, spare: &Path) -> io::Result<bool> {
-        match fs::hard_link(spare, self.ip_path(ip)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        }
+        link_new(spare, &self.ip_path(ip), false)
     }
 
     /// Removes a reservation file; a missing one is fine (DEL is idempotent).
@@ -265,6 +301,32 @@ impl NetDir {
         let secs = u64::try_from(sec).map_err(|_| io::Error::other("negative mtime"))?;
         self.handle
             .set_modified(UNIX_EPOCH + Duration::new(secs, nsec))
+    }
+}
+
+/// `link(src, dst)`; `Ok(false)` when `dst` exists. `follow`: `src` is a symlink to the file
+/// to link (the `/proc/self/fd` name of an unnamed file, which plain `link` would not follow).
+fn link_new(src: &Path, dst: &Path, follow: bool) -> io::Result<bool> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (src, dst) = (c(src)?, c(dst)?);
+    let flags = if follow { libc::AT_SYMLINK_FOLLOW } else { 0 };
+    // SAFETY: both paths are NUL-terminated and outlive the call; AT_FDCWD resolves them as
+    // link(2) does.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    match io::Error::last_os_error() {
+        e if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        e => Err(e),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The world changing underneath the built `host-local` binary: a reboot without DEL, a full
 //! filesystem, damaged reservation files, the lock file or the whole data directory removed by
-//! hand, and an absurd stdin. The Go reference shares the directory where it matters.
+//! hand, an ADD killed while it creates a reservation, and an absurd stdin. The Go reference shares the directory where it matters.
 
 mod common;
 
@@ -300,6 +300,38 @@ fn hl_damaged_reservation_files() {
     assert_eq!(ip_files(&dir), ["10.35.0.4", "10.35.0.5"]);
     Call::new(ns.path(), "ok").del(&c).ok();
     Call::new(ns.path(), "new").del(&c).ok();
+    assert!(ip_files(&dir).is_empty());
+}
+
+#[test]
+fn hl_add_killed_while_creating_its_reservation_leaves_nothing_after_del() {
+    // A runtime whose ADD was killed runs DEL with the same container ID; DEL finds that ID's
+    // reservations by their content, so a file named before its content is written would be
+    // nobody's and stay forever. The kill lands exactly there (the `reserve` crash point).
+    let t = TempDir::new("hostlocal-killadd");
+    let ns = Netns::new();
+    let c = conf("1.0.0", "ka", "10.39.0.0/24", t.str());
+    let dir = t.join("ka");
+    let live = first_ip(&Call::new(ns.path(), "live").add(&c).ok());
+    let killed = Call {
+        crash_at: "reserve",
+        ..Call::new(ns.path(), "killed")
+    };
+    let out = killed.add(&c);
+    assert_eq!(out.code, -1, "killed by the crash point: {out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // What the kill left is the previous reservations, plus at most complete ones.
+    for f in ip_files(&dir) {
+        let content = fs::read(dir.join(&f)).unwrap();
+        assert!(!content.is_empty(), "{f} was left empty by the kill");
+    }
+    killed.del(&c).ok();
+    assert_eq!(ip_files(&dir), [live.as_str()]);
+    // The store still works: the next ADD and the DELs leave nothing.
+    let r = Call::new(ns.path(), "next").add(&c).ok();
+    assert_ne!(first_ip(&r), live);
+    Call::new(ns.path(), "next").del(&c).ok();
+    Call::new(ns.path(), "live").del(&c).ok();
     assert!(ip_files(&dir).is_empty());
 }
 

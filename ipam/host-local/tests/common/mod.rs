@@ -149,6 +149,8 @@ pub struct Call<'a> {
     pub id: &'a str,
     pub ifname: &'a str,
     pub args: &'a str,
+    /// `CNI_HOST_LOCAL_CRASH_AT`: where the plugin SIGKILLs itself (src/crash.rs).
+    pub crash_at: &'a str,
 }
 
 impl<'a> Call<'a> {
@@ -159,6 +161,7 @@ impl<'a> Call<'a> {
             id,
             ifname: "eth0",
             args: "",
+            crash_at: "",
         }
     }
 
@@ -177,6 +180,9 @@ impl<'a> Call<'a> {
         ];
         if !self.args.is_empty() {
             env.push(("CNI_ARGS", self.args));
+        }
+        if !self.crash_at.is_empty() {
+            env.push(("CNI_HOST_LOCAL_CRASH_AT", self.crash_at));
         }
         start(self.bin, &env, stdin)
     }
