@@ -351,6 +351,9 @@ fn worker(w: Arc<World>, seed: u64) {
         }
         drop(shared);
     }
+    // Under the gate like every other call: a GC of another worker checks the reservations
+    // against the live addresses, which a DEL drops before its call.
+    let _shared = w.gate.read().unwrap();
     for att in mine.drain(..) {
         w.del(&cni, att, "final DEL");
     }
