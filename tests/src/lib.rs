@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -111,14 +110,9 @@ impl<'a> Call<'a> {
 /// `fork` that copies the whole test process's page tables on every call: in a long run
 /// that cost grows with the process and dominated the soak's cycle times.
 pub fn spawn_in_netns(cmd: &mut Command, netns: &File) -> std::io::Result<std::process::Child> {
-    let fd = netns.as_raw_fd();
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns(2) with an open nsfs fd; it changes only this thread's network
-            // namespace, and the thread ends right after the spawn.
-            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            test_support::enter_netns(netns);
             cmd.spawn()
         })
         .join()

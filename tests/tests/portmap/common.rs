@@ -3,8 +3,6 @@
 //! fd77::1, remote 192.168.77.2 / fd77::2), the conflist bridge -> portmap run like a
 //! runtime does, and a tiny echo (`cni-echo`) in the containers.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -230,16 +228,10 @@ impl Fx {
 
     /// The nf_tables generation of the host netns: +1 per committed transaction.
     pub fn genid(&self) -> u32 {
-        let path = self.host.path.clone();
-        std::thread::spawn(move || {
-            let f = File::open(path).expect("open host netns");
-            // SAFETY: setns(2) on this short-lived thread only; the fd is valid for the call.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        cni_tests::in_netns(self.host.path_str(), || {
             let mut s = cni_nft::NftSocket::new().expect("nft socket");
             cni_nft::query::generation(&mut s).expect("generation")
         })
-        .join()
-        .expect("genid thread")
     }
 }
 
