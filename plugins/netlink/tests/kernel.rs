@@ -265,9 +265,14 @@ fn veth_peer_created_in_other_netns() {
             host.link_by_name("eth0").unwrap().is_none(),
             "peer must not be in the host netns"
         );
-        let j = &ip(&["link", "show", "cnltv0"])[0];
+        let j = &ip(&["-d", "link", "show", "cnltv0"])[0];
         assert_eq!(j["master"], "cnltbr0");
         assert_eq!(j["mtu"], 1400);
+        // One queue each way, set at creation (no shrink, so no RCU grace period).
+        assert_eq!(
+            (&j["num_tx_queues"], &j["num_rx_queues"]),
+            (&1.into(), &1.into())
+        );
         let ports = host.links_with_master(br.index).unwrap();
         assert_eq!(
             ports.iter().map(|l| l.index).collect::<Vec<_>>(),
@@ -293,9 +298,13 @@ fn veth_peer_created_in_other_netns() {
             host.link_by_index(v.index).unwrap().unwrap().oper_state,
             OperState::Up
         );
-        let j = with_netns(&ns, || ip(&["link", "show", "eth0"])).unwrap();
+        let j = with_netns(&ns, || ip(&["-d", "link", "show", "eth0"])).unwrap();
         assert_eq!(j[0]["address"], mac_str(&peer_mac));
         assert_eq!(j[0]["mtu"], 1400);
+        assert_eq!(
+            (&j[0]["num_tx_queues"], &j[0]["num_rx_queues"]),
+            (&1.into(), &1.into())
+        );
 
         // Same names again: EEXIST, message names both ends.
         let e = host

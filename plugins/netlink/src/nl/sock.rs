@@ -22,7 +22,10 @@ const SMALL_SEND: usize = 64 * 1024;
 pub struct NlSocket {
     sock: Socket,
     seq: u32,
-    /// Receive buffer; its length is the largest datagram accepted.
+    /// Receive buffer; its capacity is the largest datagram accepted. Kept
+    /// uninitialized (the kernel writes into the spare capacity): zeroing
+    /// 64 KiB or more would fault in every page of it, in every short-lived
+    /// plugin process, for replies that are mostly under 2 KiB.
     rx: Vec<u8>,
     /// SO_RCVBUF asked for with [`NlSocket::set_rcvbuf`] (0: kernel default).
     rcvbuf: usize,
@@ -48,7 +51,7 @@ impl NlSocket {
         Ok(NlSocket {
             sock,
             seq: seed(),
-            rx: vec![0; rx_len],
+            rx: Vec::with_capacity(rx_len),
             rcvbuf: 0,
         })
     }
@@ -138,8 +141,12 @@ impl NlSocket {
     /// [`NlSocket::set_recv_timeout`]) is `ErrorKind::TimedOut`; a datagram
     /// larger than the buffer is an error (never silently cut).
     pub fn recv(&mut self) -> io::Result<&[u8]> {
+        let cap = self.rx.capacity();
         let n = loop {
-            match self.sock.recv(&mut &mut self.rx[..], libc::MSG_TRUNC) {
+            self.rx.clear();
+            // `Vec<u8>` as `BufMut`: the kernel writes into the spare capacity
+            // and the length advances by what fits.
+            match self.sock.recv(&mut self.rx, libc::MSG_TRUNC) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -148,10 +155,9 @@ impl NlSocket {
                 Err(e) => return Err(e),
             }
         };
-        if n > self.rx.len() {
+        if n > cap {
             return Err(io::Error::other(format!(
-                "reply of {n} bytes truncated to {} bytes",
-                self.rx.len()
+                "reply of {n} bytes truncated to {cap} bytes"
             )));
         }
         Ok(&self.rx[..n])
