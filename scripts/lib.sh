@@ -54,8 +54,11 @@ release_dir() {
 
 # Builds every binary in release mode, statically linked, and prints the directory holding
 # them. The plugins are exec'd once per CNI call: a static binary skips the dynamic loader
-# (~0.3 ms of a ~1 ms start-up) and needs no C library at run time. Naming the host triple
-# explicitly keeps +crt-static off build scripts and proc-macros, which must stay dynamic.
+# (~0.3 ms of a ~1 ms start-up) and needs no C library at run time. Not position-independent
+# (like the reference's and Docker's static builds): a static-pie relocates itself at every
+# start, ~4,000 pointers copied into ~15 private pages, ~0.05 ms of each call. Stack, heap and
+# mmap stay randomized. Naming the host triple explicitly keeps both flags off build scripts
+# and proc-macros, which must stay dynamic.
 # CNI_RS_PREBUILT=DIR skips the build and uses the binaries already in DIR (e.g. to run several
 # benchmark scripts against one build).
 build_release() {
@@ -65,7 +68,7 @@ build_release() {
     fi
     local triple
     triple="$(host_triple)"
-    (cd "$REPO_ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    (cd "$REPO_ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
         cargo build --release --workspace --bins -q --target "$triple") >&2
     check_release_binaries "$(release_dir)" || return 1
     release_dir

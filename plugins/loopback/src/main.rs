@@ -4,6 +4,8 @@
 //! reference's result: one netlink socket opened inside the netns, one link lookup, one SETLINK
 //! when `lo` is still down, and one address dump. DEL is a no-op (see `del`).
 
+#![cfg_attr(not(test), no_main)]
+
 use cni_core::{CniError, CniResult, Code, Interface, IpConfig, Plugin, Request};
 use cni_netlink::{Address, Family, LinkInfo, NetNs, Netlink};
 use ipnetwork::IpNetwork;
@@ -122,6 +124,4 @@ impl Plugin for Loopback {
     }
 }
 
-fn main() {
-    cni_core::skel::run(&Loopback, "loopback")
-}
+cni_core::plugin_main!(Loopback, "loopback");
