@@ -108,7 +108,6 @@ fn build<S: Sys>(
     let ifname = &req.env.ifname;
     let iface = container::Iface {
         name: ifname,
-        v4: result.ips.iter().any(|i| i.address.is_ipv4()),
         v6: result.ips.iter().any(|i| i.address.is_ipv6()),
         enable_dad: conf.enable_dad,
     };

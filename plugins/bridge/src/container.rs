@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use cni_core::{CniError, CniResult, Route};
-use cni_netlink::{sysctl_set, Family, NetNs, Netlink, RTPROT_BOOT, RT_SCOPE_UNIVERSE};
+use cni_netlink::{sysctl_set, Family, LinkUpdate, NetNs, Netlink, RTPROT_BOOT, RT_SCOPE_UNIVERSE};
 
 use crate::errors::NlContext;
 use crate::sys::Links;
@@ -13,8 +13,6 @@ use crate::sys::Links;
 #[derive(Debug, Clone, Copy)]
 pub struct Iface<'a> {
     pub name: &'a str,
-    /// It gets IPv4 addresses: arp_notify.
-    pub v4: bool,
     /// It gets IPv6 addresses: IPv6 enabled, keep_addr_on_down and DAD (`enable_dad`).
     pub v6: bool,
     pub enable_dad: bool,
@@ -25,16 +23,11 @@ pub struct Iface<'a> {
 pub fn enter(ns: &NetNs, iface: Iface<'_>) -> Result<Netlink, CniError> {
     let Iface {
         name: ifname,
-        v4: has_v4,
         v6: has_v6,
         enable_dad,
     } = iface;
     let run = || -> Result<Netlink, cni_netlink::Error> {
         let sock = Netlink::new()?;
-        if has_v4 {
-            // The kernel then sends gratuitous ARP when the link comes up.
-            sysctl_set(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")?;
-        }
         if has_v6 {
             sysctl_set("net/ipv6/conf/lo/disable_ipv6", "0")?;
             sysctl_set(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0")?;
@@ -53,8 +46,9 @@ pub fn enter(ns: &NetNs, iface: Iface<'_>) -> Result<Netlink, CniError> {
         .ctx(|| format!("configure {ifname:?} in {}", ns.path().display()))
 }
 
-/// Adds the result's addresses to `index`, brings it up, waits for DAD only when asked to,
-/// and adds the routes.
+/// Adds the result's addresses to `index`, sets arp_notify when it has IPv4 ones (the kernel
+/// then sends a gratuitous ARP when the link comes up), brings it up, waits for DAD only when
+/// asked to, and adds the routes.
 pub fn configure(
     cnl: &mut impl Links,
     index: u32,
@@ -75,6 +69,15 @@ pub fn configure(
                 )))
             }
         }
+    }
+    if result.ips.iter().any(|i| i.address.is_ipv4()) {
+        // Its own request, before the `up`: the kernel applies it after a request's flags.
+        let notify = LinkUpdate {
+            arp_notify: Some(true),
+            ..Default::default()
+        };
+        cnl.update_link(index, &notify)
+            .ctx(|| format!("set arp_notify on {ifname:?}"))?;
     }
     cnl.set_up(index).ctx(|| format!("set {ifname:?} up"))?;
     if enable_dad && result.ips.iter().any(|i| i.address.is_ipv6()) {

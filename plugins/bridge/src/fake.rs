@@ -198,11 +198,12 @@ impl Links for FakeLinks {
 
     fn update_link(&mut self, index: u32, u: &LinkUpdate<'_>) -> NlResult<()> {
         self.rec(format!(
-            "update_link {index} up={:?} promisc={:?} mac={} master={:?}",
+            "update_link {index} up={:?} promisc={:?} mac={} master={:?} arp_notify={:?}",
             u.up,
             u.promisc,
             u.mac.is_some(),
-            u.master
+            u.master,
+            u.arp_notify
         ))?;
         let mut st = self.st.borrow_mut();
         if let Some(l) = st.find(self.ns, index) {
@@ -336,9 +337,9 @@ impl Sys for Fake {
     }
 
     fn enter_container(&mut self, _ns: &NetNs, iface: Iface<'_>) -> Result<FakeLinks, CniError> {
-        let Iface { name, v4, v6, .. } = iface;
+        let Iface { name, v6, .. } = iface;
         self.state()
-            .record_cni(format!("enter container {name} v4={v4} v6={v6}"))?;
+            .record_cni(format!("enter container {name} v6={v6}"))?;
         Ok(self.links("container"))
     }
 

@@ -77,8 +77,11 @@ fn add_on_a_fresh_host_builds_everything_in_order() {
         "host: create_bridge hpbr0",
         "sysctl net/ipv6/conf/hpbr0/accept_ra=0",
         "host: create_veth peer=eth0",
-        "enter container eth0 v4=true v6=false",
+        "enter container eth0 v6=false",
         "container: add_address",
+        // arp_notify in its own request before the link goes up: the kernel applies it after
+        // a request's flags, and the gratuitous ARP is sent at up.
+        "container: update_link 2 up=None promisc=None mac=false master=None arp_notify=Some(true)",
         "container: set_up",
         "host: add_address",
         "sysctl net/ipv4/ip_forward=1",

@@ -68,7 +68,7 @@ pub trait Sys {
     /// Sets a host sysctl unless it already has `value` (check-then-set).
     fn sysctl_set(&mut self, name: &str, value: &str) -> NlResult<bool>;
     /// One setns window into the container: opens its socket and sets the interface's
-    /// sysctls (arp_notify with IPv4; IPv6 enabled, keep_addr_on_down and DAD with IPv6).
+    /// sysctls (with IPv6: IPv6 enabled, keep_addr_on_down and DAD).
     fn enter_container(&mut self, ns: &NetNs, iface: Iface<'_>) -> Result<Self::Links, CniError>;
     /// A socket in the container's netns.
     fn open_container(&mut self, ns: &NetNs) -> Result<Self::Links, CniError>;

@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{
     InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth,
     LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlInfo, LinkMessage,
@@ -153,6 +153,11 @@ pub struct LinkUpdate<'a> {
     pub name: Option<&'a str>,
     /// Move the link into this netns.
     pub netns: Option<BorrowedFd<'a>>,
+    /// IPv4 `arp_notify` of the link (the sysctl `net/ipv4/conf/<link>/arp_notify`), set
+    /// through netlink: no /proc/sys path walk, which in a fresh netns misses every cache.
+    /// The kernel applies it after the flags of the same request, so a gratuitous ARP at link
+    /// up needs it in an earlier request than the `up`.
+    pub arp_notify: Option<bool>,
 }
 
 impl LinkUpdate<'_> {
@@ -188,6 +193,9 @@ impl LinkUpdate<'_> {
         }
         if let Some(fd) = self.netns {
             parts.push(format!("netns fd {}", fd.as_raw_fd()));
+        }
+        if let Some(on) = self.arp_notify {
+            parts.push(format!("arp_notify {}", u8::from(on)));
         }
         parts.join(", ")
     }
@@ -396,6 +404,10 @@ impl Netlink {
         if let Some(fd) = u.netns {
             msg.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
         }
+        if let Some(on) = u.arp_notify {
+            msg.attributes
+                .push(ipv4_devconf(IPV4_DEVCONF_ARP_NOTIFY, u32::from(on)));
+        }
         match self.ack(RouteNetlinkMessage::SetLink(msg), 0) {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -578,6 +590,29 @@ fn push_common(msg: &mut LinkMessage, mtu: Option<u32>, mac: Option<Mac>) {
     if let Some(m) = mac {
         msg.attributes.push(LinkAttribute::Address(m.to_vec()));
     }
+}
+
+const IFLA_AF_SPEC: u16 = 26;
+const IFLA_INET_CONF: u16 = 1;
+/// Index of `arp_notify` in the kernel's `ipv4_devconf` (uapi `IPV4_DEVCONF_ARP_NOTIFY`).
+const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
+
+/// `IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF { key: value } } }`: one IPv4 per-device
+/// setting. Built by hand because the typed `InetDevConf` would write every setting.
+fn ipv4_devconf(key: u16, value: u32) -> LinkAttribute {
+    fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
+        // Payloads here are 4-byte multiples: no padding needed.
+        let mut v = Vec::with_capacity(4 + payload.len());
+        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+    let conf = nla(IFLA_INET_CONF, &nla(key, &value.to_ne_bytes()));
+    LinkAttribute::Other(DefaultNla::new(
+        IFLA_AF_SPEC,
+        nla(libc::AF_INET as u16, &conf),
+    ))
 }
 
 /// One TX and one RX queue, said explicitly. Without these attributes the kernel allocates

@@ -2,7 +2,8 @@
 //! thread that opens them, so call these inside `with_netns` for container
 //! sysctls.
 
-use std::io::Write;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 
 use crate::error::{Error, Result};
 
@@ -17,19 +18,43 @@ pub fn sysctl_get(name: &str) -> Result<String> {
 
 /// Set a sysctl unless it already has `value`; returns whether it wrote.
 /// Reading first skips a write (and its side effects, e.g. a route flush on
-/// `ip_forward`) in the common already-set case.
+/// `ip_forward`) in the common already-set case. Read and write share one
+/// open: each open of a `/proc/sys` path is a walk that, for a new device or
+/// netns, misses every cache.
 pub fn sysctl_set(name: &str, value: &str) -> Result<bool> {
-    if sysctl_get(name)? == value.trim() {
-        return Ok(false);
-    }
     let path = sysctl_path(name)?;
-    let ctx = || format!("sysctl: set {name} to {value:?}");
-    let mut f = std::fs::OpenOptions::new()
+    let set_ctx = || format!("sysctl: set {name} to {value:?}");
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(&path)
-        .map_err(|e| Error::from_io(&e, ctx()))?;
-    f.write_all(value.as_bytes())
-        .map_err(|e| Error::from_io(&e, ctx()))?;
+    {
+        Ok(f) => f,
+        // Not writable here (a read-only setting or /proc/sys): fine if already set.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS)
+            ) =>
+        {
+            if sysctl_get(name)? == value.trim() {
+                return Ok(false);
+            }
+            return Err(Error::from_io(&e, set_ctx()));
+        }
+        Err(e) => return Err(Error::from_io(&e, format!("sysctl: read {name}"))),
+    };
+    let mut cur = String::new();
+    // `take`: a plain read loop (File's own read_to_string would stat for a size hint).
+    (&f).take(u64::MAX)
+        .read_to_string(&mut cur)
+        .map_err(|e| Error::from_io(&e, format!("sysctl: read {name}")))?;
+    if cur.trim() == value.trim() {
+        return Ok(false);
+    }
+    // At offset 0: the kernel ignores a write at a later offset (sysctl_writes_strict).
+    f.write_all_at(value.as_bytes(), 0)
+        .map_err(|e| Error::from_io(&e, set_ctx()))?;
     Ok(true)
 }
 

@@ -366,6 +366,43 @@ fn plain_veth_and_move_to_netns() {
 }
 
 #[test]
+fn arp_notify_through_netlink() {
+    in_netns(|| {
+        let mut nl = Netlink::new().unwrap();
+        let (a, _) = up_veth_pair(&mut nl, "cnltan0", "cnltan1");
+        let path = "net/ipv4/conf/cnltan0/arp_notify";
+        assert_eq!(sysctl_get(path).unwrap(), "0", "kernel default");
+        let set = |nl: &mut Netlink, on| {
+            nl.update_link(
+                a,
+                &LinkUpdate {
+                    arp_notify: Some(on),
+                    ..Default::default()
+                },
+            )
+        };
+        set(&mut nl, true).unwrap();
+        assert_eq!(sysctl_get(path).unwrap(), "1");
+        assert_eq!(sysctl_get("net/ipv4/conf/cnltan1/arp_notify").unwrap(), "0");
+        set(&mut nl, true).unwrap();
+        assert_eq!(sysctl_get(path).unwrap(), "1", "idempotent");
+        set(&mut nl, false).unwrap();
+        assert_eq!(sysctl_get(path).unwrap(), "0");
+        let e = nl
+            .update_link(
+                9999,
+                &LinkUpdate {
+                    arp_notify: Some(true),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        assert!(e.to_string().contains("arp_notify 1"), "{e}");
+    });
+}
+
+#[test]
 fn bridge_port_options() {
     in_netns(|| {
         let mut nl = Netlink::new().unwrap();
@@ -783,6 +820,18 @@ fn sysctls() {
             "1"
         };
         assert!(sysctl_set(PROBE, flipped).unwrap());
+
+        // A read-only setting: fine when it already has the value, an error naming the
+        // write otherwise.
+        const RO: &str = "kernel/random/boot_id";
+        let id = sysctl_get(RO).unwrap();
+        assert!(!sysctl_set(RO, &id).unwrap());
+        let e = sysctl_set(RO, "x").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("sysctl: set kernel/random/boot_id to \"x\": "),
+            "{e}"
+        );
 
         let e = sysctl_set("net/ipv6/conf/cnlt-none/accept_ra", "0").unwrap_err();
         assert!(e.is_not_found());

@@ -397,3 +397,95 @@ fn macspoofchk_drops_spoofed_frames() {
     fx.del(&a).expect_ok();
     assert!(!ruleset(&fx).contains(&mac), "{mac} left in the ruleset");
 }
+
+/// ARP frames seen on one interface of one netns (an AF_PACKET socket bound to it).
+struct ArpTap(std::os::fd::OwnedFd);
+
+impl ArpTap {
+    fn open(ns: &cni_tests::Netns, ifname: &str) -> ArpTap {
+        use std::os::fd::FromRawFd;
+        let ifname = std::ffi::CString::new(ifname).unwrap();
+        // A packet socket stays bound to the netns it was made in.
+        let fd = cni_tests::in_netns(ns.path_str(), move || {
+            const ETH_P_ARP: u16 = 0x0806;
+            // SAFETY: plain socket calls; `sa` is a zeroed sockaddr_ll of the size passed,
+            // `tv` a valid timeval, both outliving the calls; the fd is checked and then owned.
+            unsafe {
+                let fd = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    i32::from(ETH_P_ARP.to_be()),
+                );
+                assert!(
+                    fd >= 0,
+                    "AF_PACKET socket: {}",
+                    std::io::Error::last_os_error()
+                );
+                let mut sa: libc::sockaddr_ll = std::mem::zeroed();
+                sa.sll_family = libc::AF_PACKET as u16;
+                sa.sll_protocol = ETH_P_ARP.to_be();
+                sa.sll_ifindex = libc::if_nametoindex(ifname.as_ptr()) as i32;
+                assert!(sa.sll_ifindex > 0, "no interface {ifname:?}");
+                let rc = libc::bind(
+                    fd,
+                    (&sa as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 200_000,
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                fd
+            }
+        });
+        // SAFETY: `fd` was just created above and nothing else owns it.
+        ArpTap(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Whether a gratuitous ARP (sender IP = target IP = `ip`) arrives within `secs`.
+    fn saw_gratuitous(&self, ip: std::net::Ipv4Addr, secs: u64) -> bool {
+        use std::os::fd::AsRawFd;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let mut buf = [0u8; 256];
+        while std::time::Instant::now() < deadline {
+            // SAFETY: `buf` is valid for writes of its length for the duration of the call.
+            let n =
+                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            // Ethernet (14) + ARP for IPv4 over Ethernet (28): sender IP at 28, target IP at 38.
+            if n >= 42 && buf[28..32] == ip.octets() && buf[38..42] == ip.octets() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// With IPv4, the container's interface has arp_notify set before it goes up, so its
+/// gratuitous ARP reaches the bridge as ADD brings it up (neighbours learn the new MAC at
+/// once, as with the reference).
+#[test]
+fn ipv4_container_announces_itself_at_up() {
+    let fx = Fx::new();
+    let conf = fx.conf("1.0.0", json!({"isGateway": true}), v4());
+    let first = fx.attach(&conf); // makes the bridge to listen on
+    assert_eq!(sysctl(&first.ctr, "net.ipv4.conf.eth0.arp_notify"), "1");
+    let tap = ArpTap::open(&fx.host, &fx.br);
+    let b = fx.attach(&conf);
+    assert_eq!(sysctl(&b.ctr, "net.ipv4.conf.eth0.arp_notify"), "1");
+    let ip: std::net::Ipv4Addr = b.ip4().parse().unwrap();
+    assert!(
+        tap.saw_gratuitous(ip, 3),
+        "no gratuitous ARP for {ip} on {}",
+        fx.br
+    );
+    fx.del(&b).expect_ok();
+    fx.del(&first).expect_ok();
+}
