@@ -74,13 +74,13 @@ impl Impls {
     }
 }
 
-/// One implementation's world: a host netns, a CNI_PATH holding the implementation's plugins,
-/// and a host-local dataDir.
+/// One implementation's world: a host netns, a CNI_PATH holding copies of the
+/// implementation's plugins (see [`PluginDir::copies`]), and a host-local dataDir.
 pub struct World {
     pub host: Netns,
     pub data: TempDir,
     pub cni: PluginDir,
-    /// The implementation's directory.
+    /// Where the copies are (the CNI_PATH): the plugins run from here.
     pub dir: PathBuf,
 }
 
@@ -94,12 +94,27 @@ impl World {
             }
         }
         let links: Vec<(&str, &Path)> = links.iter().map(|(n, p)| (*n, p.as_path())).collect();
+        let cni = PluginDir::copies(&links);
         World {
             host: Netns::new(&format!("{prefix}h")),
             data: TempDir::new(&format!("{prefix}data")),
-            cni: PluginDir::new(&links),
-            dir: dir.to_path_buf(),
+            dir: PathBuf::from(cni.path()),
+            cni,
         }
+    }
+
+    /// Runs `f` on a thread that lives in this world's host netns, as a runtime does: its
+    /// calls spawn plugins directly (see [`crate::stay_in_netns`]).
+    pub fn inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let host = std::fs::File::open(&self.host.path).expect("open host netns");
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                crate::stay_in_netns(&host);
+                f()
+            })
+            .join()
+            .expect("bench thread panicked")
+        })
     }
 
     /// A bridge network `name` on bridge `bridge` with ipMasq and host-local in 10.88.0.0/16,

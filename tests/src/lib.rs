@@ -102,6 +102,26 @@ impl<'a> Call<'a> {
     }
 }
 
+thread_local! {
+    /// The netns (device, inode) this thread moved into for good with [`stay_in_netns`].
+    static HOME: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+fn netns_id(netns: &File) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = netns.metadata().expect("stat netns");
+    (m.dev(), m.ino())
+}
+
+/// Moves the calling thread into `netns` for the rest of its life. [`spawn_in_netns`] into that
+/// netns from this thread then spawns directly, with no helper thread: what a runtime living
+/// in the host netns pays per call. For benchmark drivers, whose figures should be the
+/// plugins' and not the harness's.
+pub fn stay_in_netns(netns: &File) {
+    test_support::enter_netns(netns);
+    HOME.set(Some(netns_id(netns)));
+}
+
 /// Spawns `cmd` with its child in the network namespace `netns` (an open nsfs file).
 ///
 /// The spawn happens on a short-lived thread that has entered `netns` itself (a thread's
@@ -110,6 +130,9 @@ impl<'a> Call<'a> {
 /// `fork` that copies the whole test process's page tables on every call: in a long run
 /// that cost grows with the process and dominated the soak's cycle times.
 pub fn spawn_in_netns(cmd: &mut Command, netns: &File) -> std::io::Result<std::process::Child> {
+    if HOME.get().is_some_and(|home| home == netns_id(netns)) {
+        return cmd.spawn();
+    }
     std::thread::scope(|s| {
         s.spawn(|| {
             test_support::enter_netns(netns);
@@ -207,6 +230,18 @@ impl PluginDir {
         let d = TempDir::new("cnibin");
         for (name, target) in links {
             std::os::unix::fs::symlink(target, d.path().join(name)).expect("symlink plugin");
+        }
+        PluginDir(d)
+    }
+    /// Copies of the binaries instead of symlinks, as an install makes them: a benchmark then
+    /// runs every implementation from files written the same way (a freshly linked file sits
+    /// in the page cache differently from a copied one, and start-up pays for it in faults).
+    pub fn copies(files: &[(&str, &Path)]) -> PluginDir {
+        let d = TempDir::new("cnibin");
+        for (name, src) in files {
+            std::fs::copy(src, d.path().join(name)).unwrap_or_else(|e| {
+                panic!("copy {} into the bench's CNI_PATH: {e}", src.display())
+            });
         }
         PluginDir(d)
     }
