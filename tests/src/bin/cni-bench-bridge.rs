@@ -1,7 +1,7 @@
 //! Benchmark of the bridge plugin, ours and the reference side by side in one run, each with
 //! its own host-local and ipMasq, inside throwaway namespaces: sequential ADD and DEL latency
-//! (p50/p95, as a runtime sees it: fork+exec of the plugin included), then N ADDs with J in
-//! parallel (wall time, failures, duplicate IPs).
+//! (p50/p95, as a runtime sees it: fork+exec of the plugin included; the two take turns in
+//! rounds), then N ADDs with J in parallel (wall time, failures, duplicate IPs).
 //!
 //! Usage: cni-bench-bridge [--ours DIR] [--reference DIR] [--iterations N] [--parallel N]
 //!                         [--jobs J] [--check-targets]
@@ -128,17 +128,12 @@ fn first_ip(r: &Value) -> Option<String> {
     r["ips"][0]["address"].as_str().map(str::to_string)
 }
 
-fn measure(label: &str, dir: &Path, o: &Opts) -> Figures {
-    eprintln!("== {label}: {}", dir.display());
-    let b = Bench::new(dir);
-    // Driven from a thread living in the host netns, as a runtime calls plugins: no helper
-    // thread per call in the figures.
-    b.w.inside(|| measure_in(label, &b, o))
-}
+/// ADD/DELs per round of the sequential part: the two implementations take turns by rounds
+/// (the one going first alternates too), so a slow spell of the machine hits both alike.
+const ROUND: usize = 10;
 
-fn measure_in(label: &str, b: &Bench, o: &Opts) -> Figures {
-    let mut f = Figures::default();
-
+/// p50 of a bare `VERSION` exec.
+fn exec_floor(b: &Bench) -> f64 {
     let mut execs: Vec<f64> = (0..20)
         .map(|_| {
             let t = Instant::now();
@@ -150,9 +145,11 @@ fn measure_in(label: &str, b: &Bench, o: &Opts) -> Figures {
         })
         .collect();
     execs.sort_by(f64::total_cmp);
-    f.exec_p50 = percentile(&execs, 0.5);
+    percentile(&execs, 0.5)
+}
 
-    // Warm-up: creates the bridge, gateway address and masquerade tables once.
+/// Creates the bridge, gateway address and masquerade tables once.
+fn warm_up(label: &str, b: &Bench) {
     let ns = Netns::new("bbc");
     match b.add(&ns, "warmup") {
         (_, Ok(r)) => {
@@ -160,42 +157,60 @@ fn measure_in(label: &str, b: &Bench, o: &Opts) -> Figures {
         }
         (_, Err(e)) => eprintln!("{label}: warm-up ADD failed: {e}"),
     }
-    drop(ns);
+    wait_plugins_gone();
+}
 
-    // Each ADD/DEL pair on a quiet node: the container netns are made beforehand and removed
-    // afterwards (the kernel tears a netns down in the background, which would land in the
-    // next ADD), and each ADD waits until the previous DEL has really finished (ours finishes deleting
-    // the veth after DEL returns; that work must not hide in the next ADD either).
-    let nss: Vec<Netns> = (0..o.iterations).map(|_| Netns::new("bbc")).collect();
-    let (mut adds, mut dels) = (Vec::new(), Vec::new());
-    for (i, ns) in nss.iter().enumerate() {
-        let id = format!("seq{i}");
-        let (d, r) = b.add(ns, &id);
-        match r {
-            Ok(res) => {
-                adds.push(ms(d));
-                let (d, r) = b.del(ns, &id, &res);
-                match r {
-                    Ok(()) => dels.push(ms(d)),
-                    Err(e) => {
-                        f.seq_failures += 1;
-                        eprintln!("{label}: DEL {i} failed: {e}");
+/// The sequential ADD/DEL latencies of one implementation.
+#[derive(Default)]
+struct Sequential {
+    adds: Vec<f64>,
+    dels: Vec<f64>,
+    failures: usize,
+}
+
+impl Sequential {
+    /// One ADD/DEL pair per netns of `nss` (numbered from `first`). Each pair runs on a quiet
+    /// node: the container netns were made beforehand (the kernel tears a netns down in the
+    /// background, which would land in the next ADD), and the next ADD waits until this DEL
+    /// has really finished (ours finishes deleting the veth after DEL returns; that work must
+    /// not hide in the next ADD either).
+    fn round(&mut self, label: &str, b: &Bench, nss: &[Netns], first: usize) {
+        for (k, ns) in nss.iter().enumerate() {
+            let i = first + k;
+            let id = format!("seq{i}");
+            let (d, r) = b.add(ns, &id);
+            match r {
+                Ok(res) => {
+                    self.adds.push(ms(d));
+                    let (d, r) = b.del(ns, &id, &res);
+                    match r {
+                        Ok(()) => self.dels.push(ms(d)),
+                        Err(e) => {
+                            self.failures += 1;
+                            eprintln!("{label}: DEL {i} failed: {e}");
+                        }
                     }
+                    wait_plugins_gone();
                 }
-                wait_plugins_gone();
-            }
-            Err(e) => {
-                f.seq_failures += 1;
-                eprintln!("{label}: ADD {i} failed: {e}");
+                Err(e) => {
+                    self.failures += 1;
+                    eprintln!("{label}: ADD {i} failed: {e}");
+                }
             }
         }
     }
-    adds.sort_by(f64::total_cmp);
-    dels.sort_by(f64::total_cmp);
-    (f.add_p50, f.add_p95) = (percentile(&adds, 0.5), percentile(&adds, 0.95));
-    (f.del_p50, f.del_p95) = (percentile(&dels, 0.5), percentile(&dels, 0.95));
 
-    // N ADDs, J at a time, each into its own (pre-created) container netns.
+    fn into_figures(mut self, f: &mut Figures) {
+        self.adds.sort_by(f64::total_cmp);
+        self.dels.sort_by(f64::total_cmp);
+        (f.add_p50, f.add_p95) = (percentile(&self.adds, 0.5), percentile(&self.adds, 0.95));
+        (f.del_p50, f.del_p95) = (percentile(&self.dels, 0.5), percentile(&self.dels, 0.95));
+        f.seq_failures = self.failures;
+    }
+}
+
+/// N ADDs, J at a time, each into its own (pre-created) container netns.
+fn parallel(label: &str, b: &Bench, o: &Opts, f: &mut Figures) {
     let nss: Vec<Netns> = (0..o.parallel).map(|_| Netns::new("bbp")).collect();
     let ids: Vec<String> = (0..o.parallel).map(|_| unique("par")).collect();
     let next = AtomicUsize::new(0);
@@ -237,13 +252,48 @@ fn measure_in(label: &str, b: &Bench, o: &Opts) -> Figures {
             let _ = b.del(&nss[*i], &ids[*i], res);
         }
     }
-    f
+}
+
+/// Everything for both implementations: exec floors, warm-ups, the sequential part in
+/// alternating rounds, then the parallel part of each. Every part runs on a thread living in
+/// the implementation's host netns, as a runtime calls plugins: no helper thread per call in
+/// the figures.
+fn measure(o: &Opts) -> (Figures, Figures) {
+    let sides = [("ours", &o.impls.ours), ("reference", &o.impls.reference)].map(|(label, dir)| {
+        eprintln!("== {label}: {}", dir.display());
+        (label, Bench::new(dir))
+    });
+    let mut figs = [Figures::default(), Figures::default()];
+    for ((label, b), f) in sides.iter().zip(figs.iter_mut()) {
+        f.exec_p50 = b.w.inside(|| exec_floor(b));
+        b.w.inside(|| warm_up(label, b));
+    }
+    let nss: [Vec<Netns>; 2] =
+        [0, 1].map(|_| (0..o.iterations).map(|_| Netns::new("bbc")).collect());
+    let mut seq = [Sequential::default(), Sequential::default()];
+    for (r, first) in (0..o.iterations).step_by(ROUND).enumerate() {
+        let range = first..(first + ROUND).min(o.iterations);
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (label, b) = &sides[side];
+            let (seq, nss) = (&mut seq[side], &nss[side][range.clone()]);
+            b.w.inside(|| seq.round(label, b, nss, first));
+        }
+    }
+    drop(nss);
+    for (s, f) in seq.into_iter().zip(figs.iter_mut()) {
+        s.into_figures(f);
+    }
+    for ((label, b), f) in sides.iter().zip(figs.iter_mut()) {
+        b.w.inside(|| parallel(label, b, o, f));
+    }
+    let [ours, reference] = figs;
+    (ours, reference)
 }
 
 fn main() {
     let o = opts();
-    let ours = measure("ours", &o.impls.ours, &o);
-    let reference = measure("reference", &o.impls.reference, &o);
+    let (ours, reference) = measure(&o);
 
     println!(
         "bridge + host-local + ipMasq, {} sequential ADD/DEL, {} ADDs {} in parallel (load average {})",
