@@ -6,7 +6,8 @@
 //!
 //! Modules have one job each: [`nl`] (the netlink layer shared with
 //! `cni-nft`: socket, framing, error and ext-ack parsing, attributes),
-//! `socket` (rtnetlink requests: ACKs, GETs, dumps), `link`,
+//! `socket` (rtnetlink requests: ACKs, GETs, dumps; typed or raw replies), `link`,
+//! `link_decode` (RTM_NEWLINK to LinkInfo without the full decode),
 //! `addr`, `route`, `neigh` (ARP and FDB entries), `mac` (MAC parsing and formatting), `vxlan`, `bridge_vlan`, `netns` (setns), `sysctl`, `error`.
 
 mod addr;
@@ -14,6 +15,7 @@ mod bridge_vlan;
 mod errno;
 mod error;
 mod link;
+mod link_decode;
 mod mac;
 mod neigh;
 mod netns;

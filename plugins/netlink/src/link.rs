@@ -12,6 +12,8 @@ use netlink_packet_route::RouteNetlinkMessage;
 pub use netlink_packet_route::link::State as OperState;
 
 use crate::error::{Error, Result};
+use crate::link_decode::{self, RTM_NEWLINK};
+use crate::nl::{messages, Msg};
 use crate::socket::Netlink;
 
 pub(crate) const VLAN_FILTERING_HINT: &str =
@@ -73,15 +75,16 @@ impl LinkInfo {
         self.kind.as_deref() == Some("veth")
     }
 
-    pub(crate) fn from_msg(msg: LinkMessage) -> LinkInfo {
-        let mut info = LinkInfo {
-            index: msg.header.index,
+    /// A link with only its ifinfomsg fields known.
+    pub(crate) fn new(index: u32, flags: u32) -> LinkInfo {
+        LinkInfo {
+            index,
             name: String::new(),
             kind: None,
             mac: None,
             mtu: 0,
             txqlen: 0,
-            flags: msg.header.flags.bits(),
+            flags,
             master: None,
             oper_state: OperState::Unknown,
             link: None,
@@ -89,7 +92,25 @@ impl LinkInfo {
             bridge_port: None,
             vlan_filtering: None,
             vxlan: None,
-        };
+        }
+    }
+
+    /// Decode an RTM_NEWLINK message (nlmsghdr included) as the client does.
+    /// For the real-kernel parity test with [`Self::decode_full`].
+    #[doc(hidden)]
+    pub fn decode(raw: &[u8]) -> Result<LinkInfo> {
+        link_decode::decode_link(one_newlink(raw)?)
+    }
+
+    /// Decode an RTM_NEWLINK message through netlink_packet_route's full
+    /// parse (the client's path before the fast decoder).
+    #[doc(hidden)]
+    pub fn decode_full(raw: &[u8]) -> Result<LinkInfo> {
+        link_decode::decode_link_full(one_newlink(raw)?)
+    }
+
+    pub(crate) fn from_msg(msg: LinkMessage) -> LinkInfo {
+        let mut info = LinkInfo::new(msg.header.index, msg.header.flags.bits());
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => info.name = n,
@@ -246,18 +267,45 @@ impl Netlink {
         }
     }
 
-    fn get_link(&mut self, mut msg: LinkMessage) -> Result<Option<LinkInfo>> {
-        msg.attributes
-            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        match self.get(RouteNetlinkMessage::GetLink(msg)) {
-            Ok(RouteNetlinkMessage::NewLink(m)) => Ok(Some(LinkInfo::from_msg(m))),
-            Ok(other) => Err(Error::msg(
-                "netlink",
-                format!("unexpected reply {:?}", other.message_type()),
-            )),
+    fn get_link(&mut self, msg: LinkMessage) -> Result<Option<LinkInfo>> {
+        match self.get_link_with(msg, link_decode::decode_link) {
+            Ok(info) => Ok(Some(info)),
             Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// RTM_GETLINK for `msg` (stats skipped), the reply read by `f`.
+    fn get_link_with<T>(
+        &mut self,
+        mut msg: LinkMessage,
+        f: impl FnOnce(Msg<'_>) -> Result<T>,
+    ) -> Result<T> {
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let mut f = Some(f);
+        self.get_raw(RouteNetlinkMessage::GetLink(msg), |m| match f.take() {
+            Some(f) if m.ty == RTM_NEWLINK => f(m),
+            _ => Err(link_decode::unexpected(m)),
+        })
+    }
+
+    /// The kernel's RTM_NEWLINK message (nlmsghdr included) for ifindex
+    /// `index`, undecoded: as a lookup receives it (statistics skipped) or,
+    /// `with_stats`, as an NLM_F_ECHO copy does. For the real-kernel parity
+    /// test of the decoders.
+    #[doc(hidden)]
+    pub fn link_message_raw(&mut self, index: u32, with_stats: bool) -> Result<Vec<u8>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let ctx = || format!("netlink: get link ifindex {index}");
+        if with_stats {
+            return self
+                .get_raw(RouteNetlinkMessage::GetLink(msg), |m| Ok(m.raw.to_vec()))
+                .map_err(|e| e.context(ctx()));
+        }
+        self.get_link_with(msg, |m| Ok(m.raw.to_vec()))
+            .map_err(|e| e.context(ctx()))
     }
 
     /// All links of this netns.
@@ -278,9 +326,9 @@ impl Netlink {
         if let Some(m) = master {
             msg.attributes.push(LinkAttribute::Controller(m));
         }
-        self.dump(RouteNetlinkMessage::GetLink(msg), |m| match m {
-            RouteNetlinkMessage::NewLink(m) => Some(LinkInfo::from_msg(m)),
-            _ => None,
+        self.dump_raw(RouteNetlinkMessage::GetLink(msg), |m| match m.ty {
+            RTM_NEWLINK => link_decode::decode_link(m).map(Some),
+            _ => Ok(None),
         })
         .map_err(|e| e.context("netlink: dump links"))
     }
@@ -356,17 +404,18 @@ impl Netlink {
     /// RTM_NEWLINK with NLM_F_ECHO: kernels >= 6.3 return the new link in the
     /// same round trip; older ones only ACK, then we look it up.
     pub(crate) fn create_link(&mut self, msg: LinkMessage, name: &str) -> Result<LinkInfo> {
-        let replies = self.ack(
+        let mut echoed = None;
+        self.ack_raw(
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            &mut |m| {
+                if m.ty == RTM_NEWLINK && echoed.is_none() {
+                    let info = link_decode::decode_link(m)?;
+                    echoed = (info.name == name).then_some(info);
+                }
+                Ok(())
+            },
         )?;
-        let echoed = replies.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(m) => {
-                let info = LinkInfo::from_msg(m);
-                (info.name == name).then_some(info)
-            }
-            _ => None,
-        });
         match echoed {
             Some(info) => Ok(info),
             None => self
@@ -565,6 +614,15 @@ impl Netlink {
             Ok(Some(l)) if !l.name.is_empty() => l.name,
             _ => format!("ifindex {index}"),
         }
+    }
+}
+
+/// The single RTM_NEWLINK message that `raw` must be.
+fn one_newlink(raw: &[u8]) -> Result<Msg<'_>> {
+    match messages(raw).next() {
+        Some(m) if m.ty == RTM_NEWLINK && m.raw.len() == raw.len() => Ok(m),
+        Some(m) => Err(link_decode::unexpected(m)),
+        None => Err(Error::msg("netlink", "not a netlink message")),
     }
 }
 

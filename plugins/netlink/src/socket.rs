@@ -59,17 +59,40 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        let seq = self.send(msg, NLM_F_ACK | flags)?;
         let mut out = Vec::new();
-        self.recv(seq, Until::Ack, &mut |m| out.push(m))?;
+        self.ack_raw(msg, flags, &mut |m| {
+            out.extend(decode(m)?);
+            Ok(())
+        })?;
         Ok(out)
     }
 
-    /// Non-dump GET: exactly one reply message (or an error).
-    pub(crate) fn get(&mut self, msg: RouteNetlinkMessage) -> Result<RouteNetlinkMessage> {
+    /// [`Self::ack`] handing each message sent before the ACK, undecoded,
+    /// to `sink`. A sink error (an undecodable NLM_F_ECHO copy) is ignored:
+    /// it must not turn a change the kernel ACKed into an error.
+    pub(crate) fn ack_raw(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        sink: &mut dyn FnMut(Msg<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let seq = self.send(msg, NLM_F_ACK | flags)?;
+        self.recv(seq, Until::Ack, sink).map(drop)
+    }
+
+    /// Non-dump GET: exactly one reply message (or an error), read by `f`
+    /// from its raw bytes.
+    pub(crate) fn get_raw<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        mut f: impl FnMut(Msg<'_>) -> Result<T>,
+    ) -> Result<T> {
         let seq = self.send(msg, 0)?;
         let mut out = None;
-        self.recv(seq, Until::FirstMessage, &mut |m| out = Some(m))?;
+        self.recv(seq, Until::FirstMessage, &mut |m| {
+            out = Some(f(m)?);
+            Ok(())
+        })?;
         out.ok_or_else(|| Error::msg("netlink", "kernel sent no reply to a GET request"))
     }
 
@@ -80,13 +103,23 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         mut f: impl FnMut(RouteNetlinkMessage) -> Option<T>,
     ) -> Result<Vec<T>> {
+        self.dump_raw(msg, |m| Ok(decode(m)?.and_then(&mut f)))
+    }
+
+    /// [`Self::dump`] with each reply decoded (and filtered) by `f` from its
+    /// raw bytes. A decode error fails the dump once it has been read to
+    /// its end.
+    pub(crate) fn dump_raw<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        mut f: impl FnMut(Msg<'_>) -> Result<Option<T>>,
+    ) -> Result<Vec<T>> {
         for _ in 0..DUMP_RETRIES {
             let seq = self.send(msg.clone(), NLM_F_DUMP)?;
             let mut out = Vec::new();
             let interrupted = self.recv(seq, Until::Done, &mut |m| {
-                if let Some(t) = f(m) {
-                    out.push(t)
-                }
+                out.extend(f(m)?);
+                Ok(())
             })?;
             if !interrupted {
                 return Ok(out);
@@ -129,7 +162,7 @@ impl Netlink {
         &mut self,
         seq: u32,
         until: Until,
-        sink: &mut dyn FnMut(RouteNetlinkMessage),
+        sink: &mut dyn FnMut(Msg<'_>) -> Result<()>,
     ) -> Result<bool> {
         let mut state = Reply::default();
         loop {
@@ -163,7 +196,7 @@ impl Reply {
         data: &[u8],
         seq: u32,
         until: Until,
-        sink: &mut dyn FnMut(RouteNetlinkMessage),
+        sink: &mut dyn FnMut(Msg<'_>) -> Result<()>,
     ) -> Option<Result<bool>> {
         for m in messages(data) {
             if m.seq != seq {
@@ -175,19 +208,13 @@ impl Reply {
                 NLMSG_DONE => done_reply(&m).map(|()| self.interrupted),
                 NLMSG_OVERRUN => Err(Error::msg("netlink: receive", "kernel reported overrun")),
                 _ => {
-                    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(m.raw) {
-                        Ok(m) => {
-                            if let NetlinkPayload::InnerMessage(inner) = m.payload {
-                                sink(inner)
-                            }
-                        }
+                    match sink(m) {
+                        Ok(()) => {}
                         // An undecodable NLM_F_ECHO copy must not turn a
                         // change the kernel ACKed into an error.
                         Err(_) if until == Until::Ack => {}
                         Err(e) => {
-                            self.failed.get_or_insert_with(|| {
-                                Error::msg("netlink: decode kernel reply", e.to_string())
-                            });
+                            self.failed.get_or_insert(e);
                         }
                     }
                     if until != Until::FirstMessage || m.flags & NLM_F_MULTIPART != 0 {
@@ -203,6 +230,23 @@ impl Reply {
         }
         None
     }
+}
+
+/// The typed decode of one reply: None for a control message the typed
+/// layer does not expose.
+pub(crate) fn decode(m: Msg<'_>) -> Result<Option<RouteNetlinkMessage>> {
+    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(m.raw) {
+        Ok(m) => match m.payload {
+            NetlinkPayload::InnerMessage(inner) => Ok(Some(inner)),
+            _ => Ok(None),
+        },
+        Err(e) => Err(decode_error(e)),
+    }
+}
+
+/// A reply the kernel sent that could not be decoded.
+pub(crate) fn decode_error(e: impl std::fmt::Display) -> Error {
+    Error::msg("netlink: decode kernel reply", e.to_string())
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -260,7 +304,7 @@ mod tests {
     fn multipart_dump_with_intr_and_stale_replies() {
         let multi = NLM_F_MULTIPART;
         let mut got = 0;
-        let mut sink = |_m: RouteNetlinkMessage| got += 1;
+        let mut sink = |m: Msg<'_>| decode(m).map(|_| got += 1);
         let mut r = Reply::default();
         // A stale ACK for seq 6 and the first part of the dump for seq 7.
         let mut d1 = nlmsg(NLMSG_ERROR, 0, 6, &[0; 20]);
@@ -275,7 +319,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        let mut sink = |_m: RouteNetlinkMessage| {};
+        let mut sink = |m: Msg<'_>| decode(m).map(drop);
         // Truncated header: datagram dropped.
         let mut r = Reply::default();
         assert!(r.datagram(&[1, 2, 3], 1, Until::Done, &mut sink).is_none());
@@ -322,7 +366,7 @@ mod tests {
         crate::nl::attr::AttrWriter::new(&mut p)
             .put_str(crate::nl::frame::NLMSGERR_ATTR_MSG, "Unknown device type");
         let d = nlmsg(NLMSG_ERROR, crate::nl::frame::NLM_F_ACK_TLVS, 4, &p);
-        let mut sink = |_m: RouteNetlinkMessage| {};
+        let mut sink = |m: Msg<'_>| decode(m).map(drop);
         let res = Reply::default().datagram(&d, 4, Until::Ack, &mut sink);
         let e = res.unwrap().unwrap_err();
         assert_eq!(e.errno(), Some(libc::EOPNOTSUPP));

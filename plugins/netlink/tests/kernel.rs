@@ -100,6 +100,34 @@ fn kernel_has_bridge_vlans(nl: &mut Netlink) -> bool {
     }
 }
 
+/// A bridge (VLAN filtering on when the kernel has it) with one end of a new
+/// veth pair, both up, as its port: (VLAN filtering, bridge, port, peer).
+fn bridge_with_port(
+    nl: &mut Netlink,
+    bridge: &str,
+    port: &str,
+    peer: &str,
+) -> (bool, LinkInfo, u32, u32) {
+    let vlans = kernel_has_bridge_vlans(nl);
+    let br = nl.create_bridge(bridge, None, vlans, None).unwrap();
+    let (port, peer) = up_veth_pair(nl, port, peer);
+    nl.set_master(port, br.index).unwrap();
+    (vlans, br, port, peer)
+}
+
+/// A VXLAN link from 192.0.2.1 on underlay `dev`, port 4789.
+fn vxlan_192_0_2_1(name: &str, vni: u32, dev: u32) -> Vxlan<'_> {
+    Vxlan {
+        name,
+        vni,
+        local: "192.0.2.1".parse().unwrap(),
+        dev,
+        port: 4789,
+        mtu: None,
+        mac: None,
+    }
+}
+
 #[test]
 fn lookup_links() {
     in_netns(|| {
@@ -430,6 +458,66 @@ fn bridge_port_options() {
     });
 }
 
+/// The fast RTM_NEWLINK decoder against netlink_packet_route's full decode,
+/// on the kernel's own messages (with and without statistics): a bridge
+/// (VLAN filtering on when the kernel has it), a veth pair with one end a
+/// bridge port (hairpin and isolated on), a VXLAN link, `lo`.
+#[test]
+fn link_decode_parity_with_full_decode() {
+    in_netns(|| {
+        let mut nl = Netlink::new().unwrap();
+        let (vlans, br, port, peer) = bridge_with_port(&mut nl, "cnltpbr0", "cnltpv0", "cnltpp0");
+        nl.set_up(br.index).unwrap();
+        nl.set_bridge_port(port, true, true).unwrap();
+        nl.add_address(peer, "192.0.2.1".parse().unwrap(), 24, false)
+            .unwrap();
+        let vx = nl
+            .create_vxlan(&vxlan_192_0_2_1("cnltpvx0", 77, peer))
+            .unwrap();
+
+        let mut fast = Vec::new();
+        for index in [1, br.index, port, peer, vx.index] {
+            for with_stats in [false, true] {
+                let raw = nl.link_message_raw(index, with_stats).unwrap();
+                let full = LinkInfo::decode_full(&raw).unwrap();
+                let got = LinkInfo::decode(&raw).unwrap();
+                assert_eq!(got, full, "ifindex {index}, statistics {with_stats}");
+                if !with_stats {
+                    fast.push(got);
+                }
+            }
+        }
+        // What was set is there: the parity is not that of two empty decodes.
+        let [lo, br_got, port_got, peer_got, vx_got] = &fast[..] else {
+            unreachable!()
+        };
+        assert_eq!((lo.name.as_str(), lo.kind.as_deref()), ("lo", None));
+        assert_eq!(br_got.kind.as_deref(), Some("bridge"));
+        assert_eq!((port_got.mtu, port_got.txqlen), (1500, 1000));
+        assert_eq!(br_got.vlan_filtering, Some(vlans));
+        assert_eq!(
+            (port_got.master, port_got.bridge_port),
+            (
+                Some(br.index),
+                Some(BridgePortInfo {
+                    hairpin: true,
+                    isolated: true
+                })
+            )
+        );
+        assert_eq!((port_got.link, peer_got.link), (Some(peer), Some(port)));
+        assert_eq!((peer_got.master, peer_got.bridge_port), (None, None));
+        assert!(peer_got.is_up() && peer_got.mac.is_some());
+        assert_eq!(vx_got.vxlan.map(|v| (v.vni, v.dev)), Some((77, Some(peer))));
+        // The dump decodes alike.
+        let dumped = nl.dump_links().unwrap();
+        assert_eq!(dumped.len(), fast.len());
+        for l in &dumped {
+            assert!(fast.contains(l), "{l:?}");
+        }
+    });
+}
+
 fn vlans_from_bridge_cmd(dev: &str) -> Vec<(u64, bool, bool)> {
     let j = json("bridge", &["vlan", "show", "dev", dev]);
     let Some(entry) = j.as_array().and_then(|a| a.first()) else {
@@ -454,10 +542,7 @@ fn vlans_from_bridge_cmd(dev: &str) -> Vec<(u64, bool, bool)> {
 fn bridge_vlans() {
     in_netns(|| {
         let mut nl = Netlink::new().unwrap();
-        let vlans = kernel_has_bridge_vlans(&mut nl);
-        let br = nl.create_bridge("cnltbr0", None, vlans, None).unwrap();
-        let (v, _) = up_veth_pair(&mut nl, "cnltv0", "cnltp0");
-        nl.set_master(v, br.index).unwrap();
+        let (vlans, br, v, _) = bridge_with_port(&mut nl, "cnltbr0", "cnltv0", "cnltp0");
         if !vlans {
             // Without kernel support: a clear error, nothing listed, the
             // link untouched. (Requests are checked byte-for-byte against
@@ -906,13 +991,9 @@ fn vxlan_neigh_fdb_onlink_route() {
         let mac: Mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
         let vx = nl
             .create_vxlan(&Vxlan {
-                name: "vx-4097",
-                vni: 4097,
-                local: "192.0.2.1".parse().unwrap(),
-                dev: ul,
-                port: 4789,
                 mtu: Some(1450),
                 mac: Some(mac),
+                ..vxlan_192_0_2_1("vx-4097", 4097, ul)
             })
             .unwrap();
         assert_eq!(vx.kind.as_deref(), Some("vxlan"));
@@ -929,15 +1010,7 @@ fn vxlan_neigh_fdb_onlink_route() {
         assert_eq!(data["id"], 4097);
         assert_eq!(data["learning"], false);
         assert!(nl
-            .create_vxlan(&Vxlan {
-                name: "vx-4097",
-                vni: 4097,
-                local: "192.0.2.1".parse().unwrap(),
-                dev: ul,
-                port: 4789,
-                mtu: None,
-                mac: None,
-            })
+            .create_vxlan(&vxlan_192_0_2_1("vx-4097", 4097, ul))
             .unwrap_err()
             .is_exists());
         nl.set_up(vx.index).unwrap();

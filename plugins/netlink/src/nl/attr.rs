@@ -75,14 +75,26 @@ impl<'a> AttrWriter<'a> {
 }
 
 /// Iterator over the attributes in a byte slice. Stops (without panicking)
-/// at the first malformed header.
+/// at the first malformed header; [`Attrs::malformed`] tells it apart from
+/// the end.
 pub struct Attrs<'a> {
     rest: &'a [u8],
+    malformed: bool,
 }
 
 impl<'a> Attrs<'a> {
     pub fn new(data: &'a [u8]) -> Self {
-        Attrs { rest: data }
+        Attrs {
+            rest: data,
+            malformed: false,
+        }
+    }
+
+    /// Whether iteration stopped at bytes that are not an attribute (a
+    /// length shorter than the header or past the end, or a trailing stub
+    /// shorter than a header) rather than at the end of the data.
+    pub fn malformed(&self) -> bool {
+        self.malformed
     }
 }
 
@@ -90,11 +102,16 @@ impl<'a> Iterator for Attrs<'a> {
     type Item = (u16, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let hdr = self.rest.get(..NLA_HDRLEN)?;
+        let Some(hdr) = self.rest.get(..NLA_HDRLEN) else {
+            self.malformed |= !self.rest.is_empty();
+            self.rest = &[];
+            return None;
+        };
         let len = usize::from(u16::from_ne_bytes([hdr[0], hdr[1]]));
         let ty = u16::from_ne_bytes([hdr[2], hdr[3]]) & NLA_TYPE_MASK;
         if len < NLA_HDRLEN || len > self.rest.len() {
             self.rest = &[];
+            self.malformed = true;
             return None;
         }
         let payload = &self.rest[NLA_HDRLEN..len];
@@ -114,6 +131,27 @@ pub fn be32(p: &[u8]) -> Option<u32> {
 
 pub fn be64(p: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(p.get(..8)?.try_into().ok()?))
+}
+
+/// Host-order integer payloads of exactly their size (rtnetlink), as
+/// netlink_packet_core reads them: a payload of another length is None.
+pub fn ne_u8(p: &[u8]) -> Option<u8> {
+    Some(u8::from_ne_bytes(p.try_into().ok()?))
+}
+
+pub fn ne_u32(p: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(p.try_into().ok()?))
+}
+
+pub fn ne_i32(p: &[u8]) -> Option<i32> {
+    Some(i32::from_ne_bytes(p.try_into().ok()?))
+}
+
+/// A string attribute as netlink_packet_core reads it: one trailing NUL
+/// dropped, the rest must be UTF-8 (None if not).
+pub fn strict_str(p: &[u8]) -> Option<&str> {
+    let p = p.strip_suffix(&[0]).unwrap_or(p);
+    std::str::from_utf8(p).ok()
 }
 
 /// A NUL-terminated (or not) string attribute, lossily decoded.
@@ -155,5 +193,42 @@ mod tests {
         assert_eq!(Attrs::new(&data).count(), 0);
         assert_eq!(Attrs::new(&[2, 0, 1, 0]).count(), 0);
         assert_eq!(be32(&[1, 2]), None);
+    }
+
+    #[test]
+    fn malformed_is_told_from_the_end() {
+        let mut buf = Vec::new();
+        AttrWriter::new(&mut buf).put(1, &[7]);
+        let walk = |data: &[u8]| {
+            let mut it = Attrs::new(data);
+            let n = (&mut it).count();
+            (n, it.malformed())
+        };
+        assert_eq!(walk(&buf), (1, false));
+        assert_eq!(walk(&[]), (0, false));
+        // Unpadded last attribute: still well formed.
+        assert_eq!(walk(&buf[..5]), (1, false));
+        // A stub shorter than a header after a good attribute.
+        let mut stub = buf.clone();
+        stub.extend_from_slice(&[1, 0]);
+        assert_eq!(walk(&stub), (1, true));
+        // Length past the end; length shorter than the header.
+        assert_eq!(walk(&[9, 0, 1, 0, 0]), (0, true));
+        assert_eq!(walk(&[3, 0, 1, 0]), (0, true));
+    }
+
+    #[test]
+    fn exact_integers_and_strict_strings() {
+        assert_eq!(ne_u8(&[5]), Some(5));
+        assert_eq!(ne_u8(&[5, 0]), None);
+        assert_eq!(ne_u32(&7u32.to_ne_bytes()), Some(7));
+        assert_eq!(ne_u32(&[1, 2, 3]), None);
+        assert_eq!(ne_u32(&[0; 8]), None);
+        assert_eq!(ne_i32(&(-1i32).to_ne_bytes()), Some(-1));
+        assert_eq!(strict_str(b"eth0\0"), Some("eth0"));
+        assert_eq!(strict_str(b"eth0"), Some("eth0"));
+        assert_eq!(strict_str(b""), Some(""));
+        assert_eq!(strict_str(b"a\0b\0"), Some("a\0b"));
+        assert_eq!(strict_str(&[0xff, 0]), None);
     }
 }
