@@ -9,9 +9,11 @@ use cni_netlink::nl::{Msg, NlSocket};
 use crate::error::{Error, Result};
 use crate::sys::NETLINK_NETFILTER;
 
-/// Large enough for any nf_tables message (dump replies are at most a few
-/// pages per datagram).
-const RECV_BUF: usize = 256 * 1024;
+/// Large enough for any nf_tables reply: the kernel sizes a dump's datagrams
+/// by the reader's largest receive, capped at 32 KiB, and our single replies
+/// (an element, a chain, an error with its ext-ack) are far smaller. Under
+/// malloc's mmap threshold (128 KiB): no mmap/munmap pair per socket.
+const RECV_BUF: usize = 64 * 1024;
 /// Receive buffer: per-message ACKs of a big batch must not overflow it.
 const RCVBUF_BYTES: usize = 1 << 20;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
