@@ -32,7 +32,7 @@ export CNI_RS_PREBUILT
 
 if [ "$mode" = quick ]; then
     a_ipam=(--iters 40 --ref-iters-large 8)
-    a_bridge=(--iterations 40)
+    a_bridge=(--iterations 100)
     a_portmap=(--iterations 12)
     a_cnm=(8)
     a_cluster=(--sim-hosts 60 --join-reps 3 --iterations 12 --iperf-seconds 3 --iperf-rounds 1)

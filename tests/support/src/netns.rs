@@ -8,6 +8,11 @@ use serde_json::Value;
 
 use crate::{poll_until, sh, unique};
 
+/// How long a link deleted by a DEL's detached process may take to go. Link deletion waits for
+/// the kernel's rtnl lock, which the teardown of many namespaces (an earlier test's backlog,
+/// finished asynchronously by the kernel) can hold for seconds; a link that leaked never goes.
+pub const DETACHED_DELETE_GRACE: Duration = Duration::from_secs(30);
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -104,6 +109,12 @@ impl Netns {
     /// before the link is gone.
     pub fn link_gone_within(&self, name: &str, timeout: Duration) -> bool {
         poll_until(timeout, || self.link(name).is_none())
+    }
+
+    /// [`Netns::link_gone_within`] the time a detached delete may take on a busy machine
+    /// ([`DETACHED_DELETE_GRACE`]).
+    pub fn link_gone_after_del(&self, name: &str) -> bool {
+        self.link_gone_within(name, DETACHED_DELETE_GRACE)
     }
 
     /// Global (non link-local) addresses of `dev` as "ip/prefix"; empty when `dev` is absent.

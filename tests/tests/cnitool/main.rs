@@ -118,8 +118,7 @@ impl World {
 
     fn assert_all_gone(&self, ip: &str) {
         assert!(
-            self.ctr
-                .link_gone_within("eth0", std::time::Duration::from_secs(5)),
+            self.ctr.link_gone_after_del("eth0"),
             "eth0 still in the container 5 s after DEL"
         );
         assert!(host_local_reservations(self.data.path(), NET).is_empty());

@@ -187,7 +187,7 @@ impl World {
     /// After a successful DEL the container keeps nothing of ours but lo (the veth goes in a
     /// detached process, so give it a moment).
     fn check_container_clean(&self, ns: &Netns, what: &str) {
-        if !ns.link_gone_within("eth0", Duration::from_secs(5)) {
+        if !ns.link_gone_after_del("eth0") {
             self.fail(format!("{what}: eth0 still in the container after DEL"));
         }
     }

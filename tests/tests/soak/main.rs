@@ -91,7 +91,7 @@ fn hf_soak_5000_add_del_cycles_16_parallel_4_networks() {
                         }
                     }
                     // The veth goes in a detached process; the next ADD must not race it.
-                    if !ns.link_gone_within("eth0", Duration::from_secs(5)) {
+                    if !ns.link_gone_after_del("eth0") {
                         failures
                             .lock()
                             .unwrap()
