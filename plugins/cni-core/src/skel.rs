@@ -295,7 +295,6 @@ fn call<P: Plugin>(plugin: &P, req: &Request) -> Result<String, CniError> {
     }
 }
 
-/// The plugin binary's `main`: runs one call against the process environment and exits.
 /// The C `main` of a plugin binary whose crate root says `#![cfg_attr(not(test), no_main)]`:
 /// glibc calls it directly, skipping std's start-up. That start-up (stack-guard discovery
 /// through /proc/self/maps, an alternate signal stack, ...) costs ~0.1 ms of CPU here, a tenth
@@ -352,6 +351,7 @@ pub fn start() {
     }
 }
 
+/// The plugin binary's `main`: runs one call against the process environment and exits.
 pub fn run<P: Plugin + std::panic::RefUnwindSafe>(plugin: &P, plugin_name: &str) -> ! {
     use std::io::Write;
     let outcome = std::panic::catch_unwind(|| {

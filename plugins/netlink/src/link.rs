@@ -13,6 +13,7 @@ pub use netlink_packet_route::link::State as OperState;
 
 use crate::error::{Error, Result};
 use crate::link_decode::{self, RTM_NEWLINK};
+use crate::nl::attr::AttrWriter;
 use crate::nl::{messages, Msg};
 use crate::socket::Netlink;
 
@@ -656,21 +657,14 @@ const IFLA_INET_CONF: u16 = 1;
 const IPV4_DEVCONF_ARP_NOTIFY: u16 = 22;
 
 /// `IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF { key: value } } }`: one IPv4 per-device
-/// setting. Built by hand because the typed `InetDevConf` would write every setting.
+/// setting. Built with our attribute writer because the typed `InetDevConf` would write every
+/// setting.
 fn ipv4_devconf(key: u16, value: u32) -> LinkAttribute {
-    fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
-        // Payloads here are 4-byte multiples: no padding needed.
-        let mut v = Vec::with_capacity(4 + payload.len());
-        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        v.extend_from_slice(&kind.to_ne_bytes());
-        v.extend_from_slice(payload);
-        v
-    }
-    let conf = nla(IFLA_INET_CONF, &nla(key, &value.to_ne_bytes()));
-    LinkAttribute::Other(DefaultNla::new(
-        IFLA_AF_SPEC,
-        nla(libc::AF_INET as u16, &conf),
-    ))
+    let mut spec = Vec::new();
+    AttrWriter::new(&mut spec).nest(libc::AF_INET as u16, |w| {
+        w.nest(IFLA_INET_CONF, |w| w.put(key, &value.to_ne_bytes()))
+    });
+    LinkAttribute::Other(DefaultNla::new(IFLA_AF_SPEC, spec))
 }
 
 /// One TX and one RX queue, said explicitly. Without these attributes the kernel allocates
