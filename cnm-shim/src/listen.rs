@@ -121,10 +121,51 @@ mod tests {
         let l = bind(&path).unwrap();
         let e = bind(&path).unwrap_err();
         assert!(e.0.contains("in use"), "{e}");
-        drop(l); // the file stays: now stale
+        drop(l);
+        std::fs::remove_file(&path).unwrap();
+        // A stale file: bound by a socket that no longer listens. Not made by dropping a
+        // listener: a sibling test's fork between its bind and our drop keeps a copy of the
+        // listening fd until the child execs, and the socket would still answer.
+        let stale = stale_socket(&path);
         assert!(path.exists());
         let _l2 = bind(&path).unwrap();
+        drop(stale);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A stream socket bound to `path` that never listens: connecting gets ECONNREFUSED, as
+    /// it would after the process that bound it died.
+    fn stale_socket(path: &Path) -> std::os::fd::OwnedFd {
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: plain socket(2); the fd is owned by the returned OwnedFd.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+        // SAFETY: fd is a fresh socket nothing else owns.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        assert!(bytes.len() < addr.sun_path.len());
+        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: addr is a valid sockaddr_un and its size is passed.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "bind {}: {}",
+            path.display(),
+            io::Error::last_os_error()
+        );
+        owned
     }
 
     #[test]
