@@ -7,6 +7,7 @@
 //! (the CSPRNG reader).
 
 pub mod args;
+pub mod arena;
 pub mod delegate;
 pub mod detach;
 pub mod env;

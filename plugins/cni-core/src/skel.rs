@@ -315,6 +315,10 @@ macro_rules! plugin_main {
             $crate::skel::start();
             $crate::skel::run(&$plugin, $name)
         }
+        // One process per call: a bump allocator (see `cni_core::arena`).
+        #[cfg(not(test))]
+        #[global_allocator]
+        static ALLOC: $crate::arena::Arena = $crate::arena::Arena::global();
         // Under the test harness (`no_main` is off there), an ordinary `main` that the
         // harness replaces: keeps the plugin referenced.
         #[cfg(test)]

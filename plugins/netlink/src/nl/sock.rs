@@ -71,9 +71,11 @@ impl NlSocket {
     /// A receive timeout: [`NlSocket::recv`] then fails with
     /// `ErrorKind::TimedOut` instead of blocking forever.
     pub fn set_recv_timeout(&self, d: Duration) -> io::Result<()> {
+        // `as _`: the field types differ between libcs (the libc crate deprecates naming
+        // musl's time_t).
         let tv = libc::timeval {
-            tv_sec: d.as_secs() as libc::time_t,
-            tv_usec: d.subsec_micros() as libc::suseconds_t,
+            tv_sec: d.as_secs() as _,
+            tv_usec: d.subsec_micros() as _,
         };
         // SAFETY: the fd is owned by `sock` and open; `tv` is a valid timeval
         // that outlives the call and its exact size is passed.
