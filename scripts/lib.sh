@@ -73,16 +73,46 @@ have_musl_target() {
     timeout 600 rustup target add "$t" >&2 || return 1
 }
 
+# RUSTFLAGS of release builds. Not position-independent (like the reference's and Docker's
+# static builds): a static-pie relocates itself at every start, ~4,000 pointers copied into ~15
+# private pages, ~0.05 ms of each call. Stack, heap and mmap stay randomized. Builds name
+# their target triple explicitly, which keeps both flags off build scripts and proc-macros
+# (they must stay dynamic).
+release_rustflags() {
+    echo "${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static"
+}
+
+# The triple the exec'd plugins are built for: musl when cargo can build for it (see
+# have_musl_target; CNI_RS_LIBC=glibc forces the host's glibc). glibc's static start-up
+# probes the CPU with ~50 `cpuid` instructions, each a trap to the hypervisor on a VM: ~0.3 ms
+# of every plugin call here. musl's start-up probes nothing.
+plugin_triple() {
+    if [ "${CNI_RS_LIBC:-musl}" = musl ] && have_musl_target; then
+        musl_triple
+    else
+        echo "note: plugins linked against glibc (musl target unavailable or CNI_RS_LIBC=glibc): each call starts ~0.3 ms slower on a VM" >&2
+        host_triple
+    fi
+}
+
+# build_plugins <dir>: builds the exec'd plugins (EXEC_PLUGINS) in release mode, statically
+# linked, and copies them into <dir>.
+build_plugins() {
+    local out="$1" triple p bins=()
+    triple="$(plugin_triple)"
+    for p in "${EXEC_PLUGINS[@]}"; do bins+=(--bin "$p"); done
+    (cd "$REPO_ROOT" && RUSTFLAGS="$(release_rustflags)" \
+        cargo build --release -q --target "$triple" "${bins[@]}") >&2
+    mkdir -p "$out"
+    for p in "${EXEC_PLUGINS[@]}"; do
+        cp -p "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$triple/release/$p" "$out/"
+    done
+}
+
 # Builds every binary in release mode, statically linked, and prints the directory holding
-# them (release_dir). Static: no dynamic loader at each exec and no C library needed at run
-# time. The exec'd plugins are linked against musl when the target is available (see
-# have_musl_target; CNI_RS_LIBC=glibc forces glibc): glibc's static start-up probes the CPU
-# with ~50 `cpuid` instructions, each a trap to the hypervisor on a VM, ~0.3 ms of every call
-# here; musl's start-up probes nothing. The daemons stay on glibc (its allocator and resolver).
-# Not position-independent (like the reference's and Docker's static builds): a static-pie
-# relocates itself at every start, ~4,000 pointers copied into ~15 private pages, ~0.05 ms of
-# each call. Stack, heap and mmap stay randomized. Naming the target triple explicitly keeps
-# both flags off build scripts and proc-macros, which must stay dynamic.
+# them (release_dir): the daemons and tools against the host's glibc (its allocator and
+# resolver), the exec'd plugins by build_plugins. Static: no dynamic loader at each exec (~0.3
+# ms) and no C library needed at run time.
 # CNI_RS_PREBUILT=DIR skips the build and uses the binaries already in DIR (e.g. to run several
 # benchmark scripts against one build).
 build_release() {
@@ -90,26 +120,19 @@ build_release() {
         echo "$CNI_RS_PREBUILT"
         return
     fi
-    local gnu musl out target f p
-    local flags="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static"
-    target="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+    local gnu out f p
     gnu="$(host_triple)"
-    (cd "$REPO_ROOT" && RUSTFLAGS="$flags" cargo build --release --workspace --bins -q --target "$gnu") >&2
+    local skip=()
+    for p in "${EXEC_PLUGINS[@]}"; do skip+=(--exclude "$p"); done
+    (cd "$REPO_ROOT" && RUSTFLAGS="$(release_rustflags)" \
+        cargo build --release --workspace "${skip[@]}" --bins -q --target "$gnu") >&2
     out="$(release_dir)"
     rm -rf "$out"
     mkdir -p "$out"
-    for f in "$target/$gnu/release"/*; do
+    for f in "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$gnu/release"/*; do
         [ -f "$f" ] && [ -x "$f" ] && cp -p "$f" "$out/"
     done
-    if [ "${CNI_RS_LIBC:-musl}" = musl ] && have_musl_target; then
-        musl="$(musl_triple)"
-        local bins=()
-        for p in "${EXEC_PLUGINS[@]}"; do bins+=(--bin "$p"); done
-        (cd "$REPO_ROOT" && RUSTFLAGS="$flags" cargo build --release -q --target "$musl" "${bins[@]}") >&2
-        for p in "${EXEC_PLUGINS[@]}"; do cp -p "$target/$musl/release/$p" "$out/"; done
-    else
-        echo "note: plugins linked against glibc (musl target unavailable or CNI_RS_LIBC=glibc): each call starts ~0.3 ms slower on a VM" >&2
-    fi
+    build_plugins "$out"
     check_release_binaries "$out" || return 1
     echo "$out"
 }

@@ -157,8 +157,7 @@ unsafe impl GlobalAlloc for Arena {
             (false, false) => {
                 // The most recent block grows or shrinks in place; any block shrinks in place.
                 let in_place = self.with(|c| {
-                    if ptr as usize + layout.size() == c.next && ptr as usize + new_size <= c.end
-                    {
+                    if ptr as usize + layout.size() == c.next && ptr as usize + new_size <= c.end {
                         c.next = ptr as usize + new_size;
                         true
                     } else {

@@ -6,8 +6,8 @@
 //! version), `skel` (the main loop of a plugin) `delegate` (running IPAM plugins) and `random`
 //! (the CSPRNG reader).
 
-pub mod args;
 pub mod arena;
+pub mod args;
 pub mod delegate;
 pub mod detach;
 pub mod env;
