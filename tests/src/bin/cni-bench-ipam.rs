@@ -177,35 +177,87 @@ struct Run {
     first: Duration,
 }
 
-fn bench(bin: &str, size: usize, iters: usize, netns: &str, root: &Path, tag: &str) -> Run {
-    let scratch = Scratch::new(root, tag);
-    populate(&scratch.0, size);
-    let conf = format!(
-        r#"{{"cniVersion":"1.0.0","name":"bench","type":"bridge","ipam":{{"type":"host-local","subnet":"10.100.0.0/16","dataDir":"{}"}}}}"#,
-        scratch.0.display()
-    );
-    // One-off: ours rebuilds its index here (the files were written by someone else).
-    let first = call(bin, "ADD", "warm", netns, &conf);
-    call(bin, "DEL", "warm", netns, &conf);
-    let (mut adds, mut dels) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
-    for k in 0..iters {
+/// One store of `size` pre-written reservations and the figures measured on it.
+struct Store {
+    scratch: Scratch,
+    conf: String,
+    size: usize,
+    first: Duration,
+    adds: Vec<Duration>,
+    dels: Vec<Duration>,
+}
+
+impl Store {
+    /// Writes the store, then makes the one-off first call (ours rebuilds its index there: the
+    /// files were written by someone else).
+    fn new(bin: &str, size: usize, netns: &str, root: &Path, tag: &str) -> Store {
+        let scratch = Scratch::new(root, &format!("{tag}{size}"));
+        populate(&scratch.0, size);
+        let conf = format!(
+            r#"{{"cniVersion":"1.0.0","name":"bench","type":"bridge","ipam":{{"type":"host-local","subnet":"10.100.0.0/16","dataDir":"{}"}}}}"#,
+            scratch.0.display()
+        );
+        let first = call(bin, "ADD", "warm", netns, &conf);
+        call(bin, "DEL", "warm", netns, &conf);
+        Store {
+            scratch,
+            conf,
+            size,
+            first,
+            adds: Vec::new(),
+            dels: Vec::new(),
+        }
+    }
+
+    /// One measured ADD/DEL pair.
+    fn step(&mut self, bin: &str, k: usize, netns: &str) {
         let id = format!("b{k}");
-        adds.push(call(bin, "ADD", &id, netns, &conf));
-        dels.push(call(bin, "DEL", &id, netns, &conf));
+        self.adds.push(call(bin, "ADD", &id, netns, &self.conf));
+        self.dels.push(call(bin, "DEL", &id, netns, &self.conf));
     }
-    let live = std::fs::read_dir(scratch.0.join("bench"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("10.")))
-                .count()
-        })
-        .unwrap_or(0);
-    assert_eq!(live, size, "{tag}: reservations leaked or lost");
-    Run {
-        add: stats(adds),
-        del: stats(dels),
-        first,
+
+    /// The figures, after checking that exactly the pre-written reservations are left.
+    fn finish(self, tag: &str) -> Run {
+        let live = std::fs::read_dir(self.scratch.0.join("bench"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("10.")))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(live, self.size, "{tag}: reservations leaked or lost");
+        Run {
+            add: stats(self.adds),
+            del: stats(self.dels),
+            first: self.first,
+        }
     }
+}
+
+/// `iters` ADD/DEL pairs on one store of `size` reservations.
+fn bench(bin: &str, size: usize, iters: usize, netns: &str, root: &Path, tag: &str) -> Run {
+    let mut store = Store::new(bin, size, netns, root, tag);
+    for k in 0..iters {
+        store.step(bin, k, netns);
+    }
+    store.finish(tag)
+}
+
+/// Ours at every size, interleaved: pair k runs on each store in turn (the order rotating), so
+/// a machine that drifts during the run (page cache, other load) weighs on every size alike
+/// and the sizes compare with each other, not with the moment they were measured.
+fn bench_sizes(bin: &str, sizes: &[usize], iters: usize, netns: &str, root: &Path) -> Vec<Run> {
+    let mut stores: Vec<Store> = sizes
+        .iter()
+        .map(|&size| Store::new(bin, size, netns, root, "ours"))
+        .collect();
+    let n = stores.len();
+    for k in 0..iters {
+        for j in 0..n {
+            stores[(j + k) % n].step(bin, k, netns);
+        }
+    }
+    stores.into_iter().map(|s| s.finish("ours")).collect()
 }
 
 fn main() {
@@ -257,8 +309,8 @@ fn main() {
         s.p50,
         None,
     );
-    for &size in &o.sizes {
-        let ours = bench(&o.ours, size, o.iters, &netns, &o.workdir, "ours");
+    let runs = bench_sizes(&o.ours, &o.sizes, o.iters, &netns, &o.workdir);
+    for (&size, ours) in o.sizes.iter().zip(&runs) {
         let row = |name: &str, iters: usize, r: &Run| {
             println!(
                 "{size:>7}  {name:<5} {iters:>5}  {:>6.3} ms {:>6.3} ms  {:>6.3} ms {:>6.3} ms  {:>9.3} ms",
@@ -269,7 +321,7 @@ fn main() {
                 r.first.as_secs_f64() * 1e3
             )
         };
-        row("ours", o.iters, &ours);
+        row("ours", o.iters, ours);
         ok &= ours.add.p50 < 1.5 && ours.del.p50 < 1.5;
         let mut refrun = None;
         if let Some(reference) = &o.reference {
@@ -300,6 +352,37 @@ fn main() {
         ] {
             let peer = r.map(|r| ("reference", r));
             rep.row(&group, metric, "ms", Better::Lower, u, peer);
+        }
+    }
+    // Flatness: the largest store's p50 against the smallest's (measured interleaved).
+    let (small, large) = (
+        o.sizes.iter().zip(&runs).min_by_key(|(s, _)| **s),
+        o.sizes.iter().zip(&runs).max_by_key(|(s, _)| **s),
+    );
+    if let (Some((&s0, r0)), Some((&s1, r1))) = (small, large) {
+        if s1 > s0 {
+            let (fa, fd) = (r1.add.p50 / r0.add.p50, r1.del.p50 / r0.del.p50);
+            println!();
+            println!(
+                "flatness (ours p50 at {s1} / at {s0} reservations): ADD {fa:.2}x  DEL {fd:.2}x  (target <= 1.2x: {})",
+                if fa <= 1.2 && fd <= 1.2 { "met" } else { "NOT met" }
+            );
+            rep.row(
+                "host-local",
+                &format!("ADD p50 at {s1} / at {s0}"),
+                "x",
+                Better::Lower,
+                fa,
+                None,
+            );
+            rep.row(
+                "host-local",
+                &format!("DEL p50 at {s1} / at {s0}"),
+                "x",
+                Better::Lower,
+                fd,
+                None,
+            );
         }
     }
     rep.write();
