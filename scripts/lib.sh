@@ -70,7 +70,7 @@ have_musl_target() {
     rustc --print target-libdir --target "$t" 2>/dev/null | xargs -r test -d && return 0
     command -v rustup >/dev/null || return 1
     echo ">> rustup target add $t (the plugins are linked against musl, see README)" >&2
-    timeout 600 rustup target add "$t" >&2 || return 1
+    timeout 300 rustup target add "$t" >&2 || return 1
 }
 
 # RUSTFLAGS of release builds. Not position-independent (like the reference's and Docker's
