@@ -296,11 +296,12 @@ fn call<P: Plugin>(plugin: &P, req: &Request) -> Result<String, CniError> {
 }
 
 /// The C `main` of a plugin binary whose crate root says `#![cfg_attr(not(test), no_main)]`:
-/// glibc calls it directly, skipping std's start-up. That start-up (stack-guard discovery
-/// through /proc/self/maps, an alternate signal stack, ...) costs ~0.1 ms of CPU here, a tenth
-/// of a plugin's exec floor, paid on every CNI call. What of it a plugin needs, [`start`] does.
-/// Arguments are still available (glibc hands them to std through `.init_array`), and
-/// [`run`] leaves through `process::exit`, which flushes stdout.
+/// the C library calls it directly, skipping std's start-up. That start-up (stack-guard
+/// discovery through /proc/self/maps, an alternate signal stack, ...) costs ~0.1 ms of CPU
+/// here, paid on every CNI call. What of it a plugin needs, [`start`] does. No plugin reads
+/// its arguments (CNI passes everything in the environment and on stdin): with musl
+/// `std::env::args` is empty here. [`run`] leaves through `process::exit`, which flushes
+/// stdout. Also installs the plugins' allocator ([`crate::arena`]).
 #[macro_export]
 macro_rules! plugin_main {
     ($plugin:expr, $name:expr) => {
