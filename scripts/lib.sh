@@ -95,6 +95,17 @@ plugin_triple() {
     fi
 }
 
+# copy_executables <src dir> <dst dir>: copies the executable files of <src dir> (not cargo's
+# .d files or directories) into <dst dir>.
+copy_executables() {
+    local f
+    mkdir -p "$2"
+    for f in "$1"/*; do
+        [ -f "$f" ] && [ -x "$f" ] && cp -p "$f" "$2/"
+    done
+    return 0
+}
+
 # build_plugins <dir>: builds the exec'd plugins (EXEC_PLUGINS) in release mode, statically
 # linked, and copies them into <dir>.
 build_plugins() {
@@ -120,7 +131,7 @@ build_release() {
         echo "$CNI_RS_PREBUILT"
         return
     fi
-    local gnu out f p
+    local gnu out p
     gnu="$(host_triple)"
     local skip=()
     for p in "${EXEC_PLUGINS[@]}"; do skip+=(--exclude "$p"); done
@@ -128,10 +139,7 @@ build_release() {
         cargo build --release --workspace "${skip[@]}" --bins -q --target "$gnu") >&2
     out="$(release_dir)"
     rm -rf "$out"
-    mkdir -p "$out"
-    for f in "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$gnu/release"/*; do
-        [ -f "$f" ] && [ -x "$f" ] && cp -p "$f" "$out/"
-    done
+    copy_executables "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$gnu/release" "$out"
     build_plugins "$out"
     check_release_binaries "$out" || return 1
     echo "$out"

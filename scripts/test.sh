@@ -23,9 +23,7 @@ echo ">> the release plugins (static; musl where available: what install.sh inst
 # suites that need the switches (kill9, soak) stay on the debug build.
 relbin="$(mktemp -d /tmp/cni-rs-relbin.XXXXXX)"
 trap 'rm -rf "$relbin"' EXIT
-for f in "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug"/*; do
-    [ -f "$f" ] && [ -x "$f" ] && cp -p "$f" "$relbin/"
-done
+copy_executables "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug" "$relbin"
 build_plugins "$relbin"
 CNI_TEST_BIN_DIR="$relbin" cargo test -p cni-tests -q --no-fail-fast \
     --test bridge --test loopback --test portmap --test firewall --test tuning --test spoofchk \

@@ -1,8 +1,8 @@
 //! The allocator of the exec'd plugin binaries (installed by [`crate::plugin_main`]).
 //!
 //! A plugin process lives for one CNI call and allocates a few hundred KiB in small blocks,
-//! most of them until it exits. A bump allocator serves those with a compare-and-swap and
-//! never calls into the C library's allocator: musl's (which the release plugins link) returns
+//! most of them until it exits. A bump allocator serves those (a pointer moved under an
+//! uncontended spin lock) and never calls into the C library's allocator: musl's (which the release plugins link) returns
 //! freed groups to the kernel at once, an munmap/mmap pair every few frees. What a bump
 //! allocator cannot reuse is bounded by what the call allocated, which its input bounds
 //! (stdin is capped at [`crate::skel::MAX_STDIN`]).

@@ -11,8 +11,9 @@ use crate::sys::NETLINK_NETFILTER;
 
 /// Large enough for any nf_tables reply: the kernel sizes a dump's datagrams
 /// by the reader's largest receive, capped at 32 KiB, and our single replies
-/// (an element, a chain, an error with its ext-ack) are far smaller. Under
-/// malloc's mmap threshold (128 KiB): no mmap/munmap pair per socket.
+/// (an element, a chain, an error with its ext-ack) are far smaller. Small
+/// enough for the plugins' arena (`cni_core::arena::BIG`) and under glibc
+/// malloc's mmap threshold: no mmap/munmap pair per socket.
 const RECV_BUF: usize = 64 * 1024;
 /// Receive buffer: per-message ACKs of a big batch must not overflow it.
 const RCVBUF_BYTES: usize = 1 << 20;

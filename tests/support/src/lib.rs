@@ -17,6 +17,7 @@ mod wait;
 pub use names::unique;
 pub use netns::{
     concurrently, current_netns, enter_netns, in_netns, in_private_netns, unshare_net, Netns,
+    DETACHED_DELETE_GRACE,
 };
 pub use nft::nft_set_members;
 pub use proc::{have, require, require_root, run_ok, sh, Daemon};

@@ -119,7 +119,8 @@ impl World {
     fn assert_all_gone(&self, ip: &str) {
         assert!(
             self.ctr.link_gone_after_del("eth0"),
-            "eth0 still in the container 5 s after DEL"
+            "eth0 still in the container {:?} after DEL",
+            cni_tests::DETACHED_DELETE_GRACE
         );
         assert!(host_local_reservations(self.data.path(), NET).is_empty());
         let rules = self.host.sh(&["nft", "list", "ruleset"]);

@@ -6,11 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use cni_tests::libcni::{self, cri, Cni, GcArgs, GcAttachment, NetworkConfigList, RuntimeConf};
 use cni_tests::suite::{suite_plugin_dir, tcp_delivers};
-use cni_tests::{bin, host_local_reservations, sh, Netns, TempDir};
+use cni_tests::{
+    bin, host_local_reservations, poll_until, sh, Netns, TempDir, DETACHED_DELETE_GRACE,
+};
 use serde_json::{json, Value};
 
 fn conf_dir() -> PathBuf {
@@ -378,7 +379,7 @@ fn exercise(file: &Path) {
     }
     assert!(
         b.ns.link_gone_after_del("eth0"),
-        "{name}: eth0 of b survived GC (5 s after)"
+        "{name}: eth0 of b survived GC ({DETACHED_DELETE_GRACE:?} after)"
     );
 
     // Nothing left: reservations, cache entries, veths, nftables/iptables state naming the IPs.
@@ -391,13 +392,9 @@ fn exercise(file: &Path) {
         "{name}: cache entries left"
     );
     // DEL deletes veths in a detached process: give the kernel a moment.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !host_links(&host).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(
-        host_links(&host).is_empty(),
-        "{name}: veths left 5 s after DEL: {:?}",
+        poll_until(DETACHED_DELETE_GRACE, || host_links(&host).is_empty()),
+        "{name}: veths left {DETACHED_DELETE_GRACE:?} after DEL: {:?}",
         host_links(&host)
     );
     let rules = host.sh(&["nft", "list", "ruleset"]);
