@@ -170,6 +170,9 @@ impl Net {
     }
 
     fn etcd_failed(&mut self, what: &str, e: &anyhow::Error) {
+        if store::lease_gone(e) {
+            return self.lease_gone(what);
+        }
         if self.etcd_ok || self.etcd_err.is_empty() {
             warn!(network = %self.name, "etcd unreachable ({what}): {e:#}; keeping the data plane and lease ID");
         }
@@ -181,6 +184,18 @@ impl Net {
             o.etcd.reachable = false;
             o.etcd.error = err;
         });
+    }
+
+    /// etcd says our lease no longer exists (it expired while we were cut off): peers have
+    /// withdrawn our blocks. Not an outage: the next keep-alive round grants a new lease and
+    /// re-claims what nobody else took.
+    fn lease_gone(&mut self, what: &str) {
+        let id = self.lease.map(|l| format!("{l:x}")).unwrap_or_default();
+        warn!(network = %self.name, lease = id, "etcd: requested lease not found ({what}); re-claiming our blocks on a new lease");
+        self.etcd_back();
+        self.keeper = None;
+        self.lease = None;
+        self.recover = true;
     }
 
     /// Records a TTL etcd reported for our lease.
@@ -259,7 +274,8 @@ impl Net {
                 _ = usage.tick() => {
                     // Out of touch with etcd: probe every second rather than every TTL/3, so
                     // a healed partition is noticed before the lease runs out.
-                    if !self.etcd_ok && self.last_ka.elapsed() >= Duration::from_secs(1) {
+                    // Likewise when the lease is gone (found by a claim or an update).
+                    if (!self.etcd_ok || self.recover) && self.last_ka.elapsed() >= Duration::from_secs(1) {
                         self.keep_alive().await;
                     }
                     self.check_usage().await
@@ -565,6 +581,11 @@ impl Net {
         if self.keeper.is_none() {
             match self.etcd.keep_alive_stream(id).await {
                 Ok(k) => self.keeper = Some(k),
+                // The opener reads the first answer itself: an expired lease shows up here.
+                Err(e) if store::lease_gone(&e) => {
+                    self.lease_gone("keep-alive");
+                    return self.recover_lease().await;
+                }
                 Err(e) => {
                     obs::update(&self.name, |o| o.lease.keepalive_failures += 1);
                     return self.etcd_failed("keep-alive", &e);
@@ -586,10 +607,7 @@ impl Net {
                 }
             }
             Ok(_) => {
-                warn!(network = %self.name, lease = format!("{id:x}"), "etcd: requested lease not found; re-claiming our blocks");
-                self.etcd_back();
-                self.keeper = None;
-                self.lease = None;
+                self.lease_gone("keep-alive");
                 self.recover_lease().await;
             }
             Err(e) => {

@@ -224,6 +224,20 @@ impl Etcd {
     }
 }
 
+/// True when etcd answered that the lease does not exist (expired or revoked). That is an
+/// answer, not an outage: the lease must be replaced. etcd-client reports it two ways: the
+/// keep-alive opener's own error, and the server's NotFound status on a put or txn.
+pub fn lease_gone(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| match c.downcast_ref::<etcd_client::Error>() {
+            Some(etcd_client::Error::LeaseKeepAliveError(m)) => m.contains("lease not found"),
+            Some(etcd_client::Error::GRpcStatus(s)) => {
+                s.message().contains("requested lease not found")
+            }
+            _ => false,
+        })
+}
+
 /// One keep-alive round on an open stream: the lease's new TTL (0: the lease is gone).
 pub async fn keep_alive_once(
     t: Duration,
@@ -234,5 +248,24 @@ pub async fn keep_alive_once(
     match within(t, "lease keep-alive answer", stream.message()).await? {
         Some(r) => Ok(r.ttl()),
         None => Err(anyhow!("etcd lease keep-alive: stream closed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_gone_is_told_from_an_outage() {
+        let gone: Result<()> = Err(etcd_client::Error::LeaseKeepAliveError(
+            "lease not found".into(),
+        ))
+        .context("etcd lease keep-alive");
+        assert!(lease_gone(&gone.unwrap_err()));
+        let outage = anyhow!("etcd lease keep-alive answer: no answer within 2s");
+        assert!(!lease_gone(&outage));
+        let other: Result<()> =
+            Err(etcd_client::Error::InvalidArgs("bad key".into())).context("etcd txn");
+        assert!(!lease_gone(&other.unwrap_err()));
     }
 }

@@ -257,12 +257,27 @@ fn partition_conflict_is_reported_not_double_owned() {
     assert_eq!(rc, 2, "{text}");
     assert!(text.contains("LOST") && text.contains(&block), "{text}");
     assert_eq!(c.metric(1, "cnm_agent_blocks_lost"), 1.0);
-    // Once the container is gone, the conflict is over.
+    // Once the container is gone, the conflict is over: h2 works again on a new lease (its
+    // old one expired in the partition) and holds a fresh block of its own in etcd.
     c.cni(1, "DEL", &ns.name, ns.path_str(), &c.conf(1))
         .expect_ok();
     wait_for(
-        "h2 to forget the lost block",
-        Duration::from_secs(5),
-        || c.blocks(1)["state"] == "ok",
+        "h2 to forget the lost block and claim a fresh one",
+        Duration::from_secs(8),
+        || {
+            let b = c.blocks(1);
+            b["state"] == "ok" && b["blocks"].as_array().is_some_and(|l| !l.is_empty())
+        },
     );
+    let fresh = blocks_of(&c, 1);
+    assert!(!fresh.contains(&block), "{fresh:?}");
+    assert!(
+        c.block_keys()
+            .iter()
+            .any(|(key, host)| host == "h2" && *key == key_of(&fresh[0])),
+        "h2's fresh block {} is not in etcd: {:?}",
+        fresh[0],
+        c.block_keys()
+    );
+    c.stop_agents_leaving_nothing();
 }
