@@ -13,14 +13,26 @@ pub const BRIDGE: Verbs = Verbs {
     status,
 };
 
-/// Removes the masquerade state of attachments not in the valid list, then forwards GC to
-/// IPAM; errors are collected, not short-circuited (spec: GC continues on errors).
+/// Removes the masquerade state of attachments not in the valid list and the forwarding state
+/// of a bridge that is gone, then forwards GC to IPAM; errors are collected, not
+/// short-circuited (spec: GC continues on errors).
 fn gc(req: &Request) -> Result<(), CniError> {
     let conf = config::load(req)?;
     let valid = cni_core::gc::valid_attachments(&req.conf)?;
     let mut errs = Vec::new();
     if let Err(e) = firewall::gc(&conf, &valid) {
         errs.push(e.to_string());
+    }
+    let exists = cni_netlink::Netlink::new()
+        .and_then(|mut nl| nl.link_by_name(&conf.bridge))
+        .map(|l| l.is_some());
+    match exists {
+        Ok(exists) => {
+            if let Err(e) = firewall::gc_bridge_gone(&conf.bridge, exists) {
+                errs.push(e.to_string());
+            }
+        }
+        Err(e) => errs.push(format!("GC: look up bridge {:?}: {e}", conf.bridge)),
     }
     if conf.l3() {
         if let Err(e) = crate::ipam::run(&conf, Command::Gc, req) {

@@ -4,7 +4,7 @@
 //! included), DEL of the old attachment still succeeds, and nothing is left behind.
 
 use cni_tests::chain::{result_ips, runtime_conf, settle, SuiteHost};
-use cni_tests::libcni::{Cni, NetworkConfigList, RuntimeConf};
+use cni_tests::libcni::{Cni, GcArgs, NetworkConfigList, RuntimeConf};
 use cni_tests::suite::tcp_delivers;
 use cni_tests::{unique, Netns};
 use serde_json::Value;
@@ -158,6 +158,29 @@ fn hf_world_bridge_deleted_by_hand() {
     fx.del(&old);
     fx.del(&new);
     fx.assert_clean();
+    // Deleted by hand once more with no attachment left: only GC can drop the bridge's
+    // isolation elements now, and it must.
+    fx.sh.host.ip(&["link", "del", &fx.bridge]);
+    let named = |fx: &Fx| {
+        cni_tests::nft_set_elements(&fx.sh.host.nft_ruleset())
+            .into_iter()
+            .filter(|e| e.contains(fx.bridge.as_str()))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !named(&fx).is_empty(),
+        "the bridge's isolation elements exist before GC (else this checks nothing)"
+    );
+    fx.cni
+        .gc_network_list(&fx.list, GcArgs::List(&[]))
+        .unwrap_or_else(|e| panic!("GC with the bridge gone: {e}"));
+    assert_eq!(
+        named(&fx),
+        Vec::<String>::new(),
+        "GC left elements naming the gone bridge"
+    );
+    let left = fx.sh.leftovers(&[fx.list.name.as_str()], &[]);
+    assert!(left.is_empty(), "left behind after GC: {left:#?}");
 }
 
 /// One hand-made change of our nftables state, then CHECK / ADD / DEL.
