@@ -60,8 +60,11 @@
 //! host IP it is published on. Its `claims` element is added with
 //! NLM_F_EXCL in the same transaction as the map elements, so a conflict
 //! aborts everything; the holder is then read from the claim's comment. A
-//! re-ADD by the same owner is a no-op. DEL removes only elements whose
-//! claim or comment names the caller.
+//! re-ADD by the same owner is a no-op. Another attachment of the same
+//! container (podman and multus attach one container to several networks,
+//! each with its portmap) is not refused: the first holder serves the port,
+//! which reaches the same container. DEL removes only elements whose claim
+//! or comment names the caller.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -640,6 +643,8 @@ struct Want {
     set: String,
     el: Element,
     on_taken: OnTaken,
+    /// The (protocol, host port) a claim or DNAT element publishes; `None` for per-IP state.
+    port: Option<(u8, u16)>,
     /// Present and ours: nothing to do.
     done: bool,
     /// Present and someone else's (`OnTaken::Replace`): delete first.
@@ -667,7 +672,8 @@ impl HostPorts {
     /// DNAT map element per mapping, and per container address a hairpin
     /// element (when `snat`) and a masqAll element (when `masq_all`).
     /// Another owner's claim on a port fails with [`Error::Conflict`]
-    /// naming it, and nothing is changed. Idempotent for the same owner.
+    /// naming it, and nothing is changed; a port held by another attachment
+    /// of the same container is left to it. Idempotent for the same owner.
     /// Chains damaged by hand (a flush) are rebuilt, every lane included,
     /// in the same transaction (see `repair`).
     pub fn add(
@@ -748,6 +754,12 @@ impl HostPorts {
                     want[wi].done = true;
                 } else if mine || w.on_taken == OnTaken::Replace {
                     want[wi].replace = true;
+                } else if let Some(port) = w.port.filter(|_| same_container(&have, &tag)) {
+                    // The container publishes this port through another of its attachments:
+                    // that one serves it (same container), this one stays out of its way.
+                    for x in want.iter_mut().filter(|x| x.port == Some(port)) {
+                        x.done = true;
+                    }
                 } else {
                     return Err(conflict(w, &have));
                 }
@@ -845,7 +857,19 @@ impl HostPorts {
     ) -> Result<()> {
         let tag = validate_owner("portmap", owner.0, owner.1, owner.2)?;
         repair::check(&mut self.sock, &opts.used_lanes(maps))?;
-        for w in plan_add(&tag, maps, opts)? {
+        let want = plan_add(&tag, maps, opts)?;
+        let mut elsewhere = HashSet::new();
+        for w in want.iter().filter(|w| w.set == CLAIMS) {
+            if let (Some(port), Some(have)) = (w.port, self.get(CLAIMS, &w.el)?) {
+                if same_container(&have, &tag) {
+                    elsewhere.insert(port);
+                }
+            }
+        }
+        for w in want
+            .into_iter()
+            .filter(|w| w.port.is_none_or(|p| !elsewhere.contains(&p)))
+        {
             match self.get(&w.set, &w.el)? {
                 None => {
                     return Err(Error::Invalid(format!(
@@ -992,7 +1016,7 @@ impl HostPorts {
 /// address/port to different destinations are refused.
 fn plan_add(tag: &str, maps: &[Mapping], opts: &Options) -> Result<Vec<Want>> {
     let mut want: Vec<Want> = Vec::new();
-    let mut push = |set: String, el: Element, on_taken| {
+    let mut push = |set: String, el: Element, on_taken, port: Option<(u8, u16)>| {
         if let Some(w) = want.iter().find(|w| w.set == set && w.el.key == el.key) {
             if w.el.data != el.data {
                 return Err(Error::Invalid(format!(
@@ -1008,6 +1032,7 @@ fn plan_add(tag: &str, maps: &[Mapping], opts: &Options) -> Result<Vec<Want>> {
             set,
             el: el.with_comment(tag),
             on_taken,
+            port,
             done: false,
             replace: false,
         });
@@ -1021,16 +1046,19 @@ fn plan_add(tag: &str, maps: &[Mapping], opts: &Options) -> Result<Vec<Want>> {
                 proto_name(m.proto)
             )));
         }
+        let port = Some((m.proto, m.host_port));
         push(
             CLAIMS.into(),
             claim_key(m.proto, m.host_port),
             OnTaken::Refuse,
+            port,
         )?;
         let (set, key) = map_key(m, opts.lane(m.dest.is_ipv6()));
         push(
             set,
             key.with_data(addr_port(&m.dest, m.dest_port)),
             OnTaken::Refuse,
+            port,
         )?;
     }
     let mut ips: Vec<IpAddr> = maps.iter().map(|m| m.dest).collect();
@@ -1039,14 +1067,28 @@ fn plan_add(tag: &str, maps: &[Mapping], opts: &Options) -> Result<Vec<Want>> {
     for ip in &ips {
         if opts.snat {
             let (s, k) = hairpin_key(ip);
-            push(s, k, OnTaken::Replace)?;
+            push(s, k, OnTaken::Replace, None)?;
         }
         if opts.masq_all {
             let (s, k) = masqall_key(ip);
-            push(s, k, OnTaken::Replace)?;
+            push(s, k, OnTaken::Replace, None)?;
         }
     }
     Ok(want)
+}
+
+/// Whether `have` belongs to another attachment (network or interface) of the container
+/// `tag` names: podman, multus and CRI give one container several attachments, and each
+/// network's portmap is asked to publish the same ports. The first one holds them; all
+/// reach the same container.
+fn same_container(have: &Element, tag: &str) -> bool {
+    let (Some(theirs), Some(ours)) = (
+        have.comment.as_deref().and_then(parse_owner),
+        parse_owner(tag),
+    ) else {
+        return false;
+    };
+    theirs != ours && theirs.1 == ours.1
 }
 
 fn conflict(w: &Want, have: &Element) -> Error {

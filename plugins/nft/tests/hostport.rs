@@ -97,6 +97,67 @@ fn elements_render_in_nft_and_conflicts_name_the_holder() {
     });
 }
 
+/// One container on two networks that both publish its ports (podman `--network a,b -p`,
+/// `podman network connect`): the second attachment's ADD, CHECK and DEL succeed and leave
+/// the first one's mapping alone; a different container is still refused.
+#[test]
+fn a_second_attachment_of_the_same_container_shares_its_ports() {
+    in_netns(|| {
+        let mut h = HostPorts::new().unwrap();
+        let opts = Options {
+            snat: true,
+            ..Default::default()
+        };
+        let a = ("neta", "ctr1", "eth0");
+        let b = ("netb", "ctr1", "eth1");
+        let on_a = [
+            m(6, None, 18080, "10.213.1.2", 80),
+            m(6, None, 18081, "10.213.1.2", 81),
+        ];
+        // Port 18082 is only b's: b must still publish it.
+        let on_b = [
+            m(6, None, 18080, "10.214.1.2", 80),
+            m(6, None, 18081, "10.214.1.2", 81),
+            m(6, None, 18082, "10.214.1.2", 82),
+        ];
+        h.add(a, &on_a, &opts).unwrap();
+        h.add(b, &on_b, &opts).unwrap();
+        h.add(b, &on_b, &opts).unwrap(); // idempotent
+        let s = list();
+        for want in [
+            "tcp . 18080 comment \"neta ctr1 eth0\" : 10.213.1.2 . 80",
+            "tcp . 18081 comment \"neta ctr1 eth0\" : 10.213.1.2 . 81",
+            "tcp . 18082 comment \"netb ctr1 eth1\" : 10.214.1.2 . 82",
+            "10.214.1.2 . 10.214.1.2 comment \"netb ctr1 eth1\"",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in\n{s}");
+        }
+        assert!(!s.contains("10.214.1.2 . 80"), "b took a's port:\n{s}");
+        h.check(a, &on_a, &opts).unwrap();
+        h.check(b, &on_b, &opts).unwrap();
+        let e = h
+            .add(
+                ("neta", "ctr2", "eth0"),
+                &[m(6, None, 18080, "10.213.1.3", 80)],
+                &opts,
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("already published by neta/ctr1/eth0"),
+            "{e}"
+        );
+        // b goes first (podman network disconnect): a keeps serving.
+        h.del(b, Some(&on_b), None, &opts).unwrap();
+        let s = list();
+        assert!(s.contains("10.213.1.2 . 80") && !s.contains("18082"), "{s}");
+        assert!(!s.contains("netb"), "b left elements:\n{s}");
+        h.check(a, &on_a, &opts).unwrap();
+        h.del(a, Some(&on_a), None, &opts).unwrap();
+        assert!(h.list().unwrap().is_empty(), "{}", list());
+    });
+}
+
 #[test]
 fn internal_bridges() {
     in_netns(|| {
