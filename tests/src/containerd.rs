@@ -327,5 +327,7 @@ impl Drop for Containerd {
         kill_shims_of(&self.dir.path().join("containerd.sock"));
         // runc's state dir of our ctr namespace (the v2 shim's default root).
         let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&self.namespace));
+        // containerd's cgroup parent of the namespace's containers.
+        crate::remove_cgroup(&self.namespace);
     }
 }

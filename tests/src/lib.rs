@@ -20,8 +20,9 @@ pub mod libcni;
 pub mod suite;
 
 pub use test_support::{
-    drift, have, in_netns, nft_set_members, percentile, poll_until, require, require_root, sh,
-    tenths, trend_drift, unique, wait_for, Daemon, Netns, TempDir, DETACHED_DELETE_GRACE,
+    drift, have, in_netns, nft_set_members, percentile, poll_until, remove_cgroup, require,
+    require_root, sh, tenths, trend_drift, unique, wait_for, Daemon, Netns, TempDir,
+    DETACHED_DELETE_GRACE,
 };
 
 /// The directory holding the built binaries (`target/<profile>`), derived from the running

@@ -206,6 +206,8 @@ impl World {
             .arg(format!("unix://{}", self.path("docker.sock").display()))
             .arg("--containerd")
             .arg(self.path("containerd.sock"))
+            .arg("--cgroup-parent")
+            .arg(self.cgroup_parent())
             .args(extra);
         self.dockerd = Some(Daemon::spawn_logged(c, &self.path("dockerd.log")));
         wait_for("dockerd", Duration::from_secs(60), || {
@@ -213,6 +215,17 @@ impl World {
                 .status
                 .success()
         });
+    }
+
+    /// The cgroup dockerd puts the world's containers under (not the host's `/docker`), named
+    /// after the world's unique directory and removed with the world.
+    fn cgroup_parent(&self) -> String {
+        self.dir
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("world dir name")
+            .to_string()
     }
 
     /// SIGTERM to dockerd and wait until it exited.
@@ -466,6 +479,7 @@ impl Drop for World {
         }
         // Shims of containers that outlived dockerd.
         cni_tests::containerd::kill_shims_of(&self.path("containerd.sock"));
+        cni_tests::remove_cgroup(&self.cgroup_parent());
         self.unmount_all();
         let _ = std::fs::remove_file(self.socket());
         if std::env::var_os("CNM_KEEP_LOGS").is_some() {
