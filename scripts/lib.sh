@@ -9,6 +9,9 @@ SYSTEM_PACKAGES=(containernetworking-plugins nftables iptables iproute2 busybox-
                  docker.io containerd procps util-linux systemd curl openssl
                  etcd-server etcd-client protobuf-compiler libprotobuf-dev iperf3)
 
+# Only the tests need these (another CNI caller to run against): test.sh installs them too.
+TEST_PACKAGES=(podman)
+
 # Every CNI plugin binary of the suite (installed by install.sh into /opt/cni/bin).
 SUITE_PLUGINS=(loopback bridge host-local portmap firewall tuning)
 
@@ -30,9 +33,10 @@ need_root() {
 }
 
 # Installs missing Debian packages (idempotent, quiet when everything is there).
+# Installs SYSTEM_PACKAGES and the packages named as arguments, those missing only.
 install_system_packages() {
     local missing=()
-    for p in "${SYSTEM_PACKAGES[@]}"; do
+    for p in "${SYSTEM_PACKAGES[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     if [ "${#missing[@]}" -gt 0 ]; then

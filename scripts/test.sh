@@ -3,7 +3,7 @@
 # integration tests that exec the built plugins in real network namespaces (root needed).
 source "$(dirname "$0")/lib.sh"
 need_root
-install_system_packages
+install_system_packages "${TEST_PACKAGES[@]}"
 cd "$REPO_ROOT"
 echo ">> cargo fmt --check"
 cargo fmt --all -- --check
@@ -27,7 +27,7 @@ copy_executables "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug" "$relbin"
 build_plugins "$relbin"
 CNI_TEST_BIN_DIR="$relbin" cargo test -p cni-tests -q --no-fail-fast \
     --test bridge --test loopback --test portmap --test firewall --test tuning --test spoofchk \
-    --test conf --test cnitool --test ctr_cni --test world --test cluster \
+    --test conf --test cnitool --test ctr_cni --test podman --test world --test cluster \
     -- --test-threads="${TEST_THREADS:-4}"
 echo ">> scripts/fuzz.sh (every fuzz target, ${FUZZ_SECONDS:-20} s each)"
 "$REPO_ROOT/scripts/fuzz.sh"

@@ -5,7 +5,8 @@
 //! namespace where `/etc/cni/net.d` and `/opt/cni/bin` (the fixed paths `ctr run --cni`
 //! reads, through go-cni's defaults) are bind mounts of the test's own directories. The mount
 //! points are made on tmpfs-backed overlays of `/etc` and `/opt` inside that namespace, so the
-//! machine's real directories are never touched (nor even created). Every `ctr` runs in the
+//! machine's real directories are never touched (nor even created); `/var/lib`, where go-cni's
+//! libcni keeps its result cache (`/var/lib/cni/results`), is such an overlay too. Every `ctr` runs in the
 //! same mount and network namespaces (`nsenter`), because `ctr run --cni` execs the CNI
 //! plugins itself: ADD when the task starts, DEL (with an empty `CNI_NETNS`) when it exits.
 //!
@@ -59,6 +60,8 @@ impl Containerd {
              mkdir -p {d}/ovl/eu {d}/ovl/ew {d}/ovl/ou {d}/ovl/ow\n\
              mount -t overlay cnitest -o lowerdir=/etc,upperdir={d}/ovl/eu,workdir={d}/ovl/ew /etc\n\
              mount -t overlay cnitest -o lowerdir=/opt,upperdir={d}/ovl/ou,workdir={d}/ovl/ow /opt\n\
+             mkdir -p {d}/ovl/vu {d}/ovl/vw\n\
+             mount -t overlay cnitest -o lowerdir=/var/lib,upperdir={d}/ovl/vu,workdir={d}/ovl/vw /var/lib\n\
              mkdir -p /etc/cni/net.d /opt/cni/bin\n\
              mount --bind {conf} /etc/cni/net.d\n\
              mount --bind {bin} /opt/cni/bin\n\

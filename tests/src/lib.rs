@@ -17,6 +17,7 @@ pub mod containerd;
 pub mod etcd_http;
 pub mod interrupt;
 pub mod libcni;
+pub mod podman;
 pub mod suite;
 
 pub use test_support::{
