@@ -163,14 +163,7 @@ impl Containerd {
             return i.clone();
         }
         let tar = self.dir.path().join("busybox.tar");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-image.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&tar)
-            .arg(IMAGE)
-            .output()
-            .expect("run busybox-image.sh");
-        assert!(out.status.success(), "busybox-image.sh: {out:?}");
+        crate::busybox_image(&tar, IMAGE);
         self.ctr_ok(&["image", "import", tar.to_str().expect("utf-8 path")]);
         let r = format!("docker.io/{IMAGE}");
         assert!(

@@ -26,6 +26,20 @@ pub use test_support::{
     DETACHED_DELETE_GRACE,
 };
 
+/// Builds the tests' busybox image archive at `tar` (docker-archive format, for `ctr image
+/// import`, `docker load` and `podman load`) with `scripts/busybox-image.sh`: offline, from
+/// Debian's busybox-static.
+pub fn busybox_image(tar: &Path, tag: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-image.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(tar)
+        .arg(tag)
+        .output()
+        .expect("run busybox-image.sh");
+    assert!(out.status.success(), "busybox-image.sh: {out:?}");
+}
+
 /// The directory holding the built binaries (`target/<profile>`), derived from the running
 /// test executable (`target/<profile>/deps/<test>`), or `CNI_TEST_BIN_DIR`.
 pub fn bin_dir() -> PathBuf {

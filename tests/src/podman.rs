@@ -152,26 +152,30 @@ impl Podman {
     /// Loads the busybox image (built offline) and returns its name.
     pub fn load_image(&self) -> String {
         let tar = self.dir.path().join("busybox.tar");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-image.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&tar)
-            .arg(IMAGE)
-            .output()
-            .expect("run busybox-image.sh");
-        assert!(out.status.success(), "busybox-image.sh: {out:?}");
+        crate::busybox_image(&tar, IMAGE);
         self.ok(&["load", "-q", "-i", tar.to_str().expect("utf-8 path")]);
         format!("localhost/{IMAGE}")
     }
 
-    /// `podman run -d --name <name> <flags...> <image> <cmd...>` under the test's cgroup parent.
-    pub fn run_detached(&self, name: &str, flags: &[&str], image: &str, cmd: &[&str]) -> Output {
+    /// `podman run -d --name <name> <flags...> <image> <cmd...>` under the test's cgroup parent;
+    /// podman's stderr when it fails.
+    pub fn run_detached(
+        &self,
+        name: &str,
+        flags: &[&str],
+        image: &str,
+        cmd: &[&str],
+    ) -> Result<(), String> {
         let parent = format!("/{}", self.cgroup);
         let mut args = vec!["run", "-d", "--name", name, "--cgroup-parent", &parent];
         args.extend_from_slice(flags);
         args.push(image);
         args.extend_from_slice(cmd);
-        self.podman(&args)
+        let out = self.podman(&args);
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        }
     }
 
     /// The container's address on `network` (`podman inspect`).

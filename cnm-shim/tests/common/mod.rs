@@ -243,14 +243,7 @@ impl World {
 
     fn load_image(&self) {
         let tar = self.path("busybox.tar");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-image.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&tar)
-            .arg(IMAGE)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "busybox-image.sh: {out:?}");
+        cni_tests::busybox_image(&tar, IMAGE);
         self.docker_ok(&["load", "-i", tar.to_str().unwrap()]);
     }
 

@@ -65,34 +65,26 @@ fn podman_cni_backend_two_networks_ports_static_ip_and_cleanup() {
         "-c",
         "while true; do echo hello-from-srv | nc -l -p 80; done",
     ];
-    let out = p.run_detached(
+    p.run_detached(
         "srv",
         &["--network", &two_nets, "-p", "18080:80"],
         &image,
         &srv_cmd,
-    );
-    assert!(
-        out.status.success(),
-        "podman run on two networks with -p: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    )
+    .unwrap_or_else(|e| panic!("podman run on two networks with -p: {e}"));
     let (srv_a, srv_b) = (p.ip("srv", &net_a), p.ip("srv", &net_b));
     assert!(
         srv_a.starts_with("10.236.1.") && srv_b.starts_with("10.236.2."),
         "{srv_a} {srv_b}"
     );
     // A static address through runtimeConfig.ips.
-    let out = p.run_detached(
+    p.run_detached(
         "cli",
         &["--network", &net_a, "--ip", "10.236.1.50"],
         &image,
         &["sleep", "3600"],
-    );
-    assert!(
-        out.status.success(),
-        "--ip: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    )
+    .unwrap_or_else(|e| panic!("podman run --ip: {e}"));
     assert_eq!(p.ip("cli", &net_a), "10.236.1.50");
 
     let talk = |p: &Podman| {
@@ -115,17 +107,14 @@ fn podman_cni_backend_two_networks_ports_static_ip_and_cleanup() {
 
     // Another container asking for the same host port is refused by name, and its attempt
     // leaves nothing behind.
-    let out = p.run_detached(
-        "thief",
-        &["--network", &net_b, "-p", "18080:80"],
-        &image,
-        &["sleep", "60"],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a second holder of 18080 was accepted"
-    );
+    let err = p
+        .run_detached(
+            "thief",
+            &["--network", &net_b, "-p", "18080:80"],
+            &image,
+            &["sleep", "60"],
+        )
+        .expect_err("a second holder of 18080 was accepted");
     assert!(err.contains("18080/tcp is already published by"), "{err}");
     let _ = p.podman(&["rm", "-f", "-t", "0", "thief"]);
 
