@@ -157,6 +157,11 @@ impl Podman {
         format!("localhost/{IMAGE}")
     }
 
+    /// The test's cgroup parent (`--cgroup-parent`), removed with the harness.
+    pub fn cgroup_parent(&self) -> String {
+        format!("/{}", self.cgroup)
+    }
+
     /// `podman run -d --name <name> <flags...> <image> <cmd...>` under the test's cgroup parent;
     /// podman's stderr when it fails.
     pub fn run_detached(
@@ -166,7 +171,7 @@ impl Podman {
         image: &str,
         cmd: &[&str],
     ) -> Result<(), String> {
-        let parent = format!("/{}", self.cgroup);
+        let parent = self.cgroup_parent();
         let mut args = vec!["run", "-d", "--name", name, "--cgroup-parent", &parent];
         args.extend_from_slice(flags);
         args.push(image);

@@ -8,13 +8,21 @@
 //! built first (`cargo build --workspace --bins`).
 
 use cni_tests::podman::Podman;
-use cni_tests::{bin, host_local_reservations, nft_set_elements, unique, Netns};
+use std::time::Duration;
+
+use cni_tests::{bin, host_local_reservations, nft_set_elements, poll_until, unique, Netns};
 use serde_json::Value;
 
-/// `nc` from the host netns; the reply line.
+/// `nc` from the host netns; the reply line, retried for a few seconds while the container's
+/// server (started with the container) is not listening yet.
 fn fetch(host: &Netns, addr: &str, port: u16) -> String {
-    let out = host.exec(&["sh", "-c", &format!("echo | busybox nc -w 3 {addr} {port}")]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let mut got = String::new();
+    poll_until(Duration::from_secs(10), || {
+        let out = host.exec(&["sh", "-c", &format!("echo | busybox nc -w 3 {addr} {port}")]);
+        got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        !got.is_empty()
+    });
+    got
 }
 
 /// The bridge podman picked for `net`, from the conflist it wrote.
@@ -175,4 +183,91 @@ fn podman_cni_backend_two_networks_ports_static_ip_and_cleanup() {
     assert!(left.is_empty(), "left behind after podman rm: {left:#?}");
     p.ok(&["network", "rm", &net_a, &net_b]);
     eprintln!("podman: scenario took {:?}", t0.elapsed());
+}
+
+/// A pod: its infra container holds the netns and the published port, the app container
+/// joins it; `pod stop` and `pod start` run DEL and ADD again, `pod rm` leaves nothing.
+#[test]
+fn podman_pod_publishes_through_its_infra_container() {
+    let host = Netns::new("podp");
+    host.ip(&["link", "set", "lo", "up"]);
+    let p = Podman::start(&host, "pp");
+    for plugin in ["bridge", "host-local", "portmap", "firewall", "tuning"] {
+        p.install(plugin, &bin(plugin));
+    }
+    let image = p.load_image();
+    // The infra image: busybox sleeping (no pause image offline).
+    p.ok(&["create", "--name", "base", &image, "sleep", "3600"]);
+    p.ok(&[
+        "commit",
+        "-q",
+        "--change",
+        "CMD [\"sleep\",\"3600\"]",
+        "base",
+        "localhost/cnitest/pause:latest",
+    ]);
+    p.ok(&["rm", "base"]);
+    let net = unique("pdp");
+    p.ok(&["network", "create", "--subnet", "10.236.7.0/24", &net]);
+    let br = bridge_of(&p, &net);
+    p.ok(&[
+        "pod",
+        "create",
+        "--name",
+        "pod1",
+        "--network",
+        &net,
+        "-p",
+        "18090:80",
+        "--infra-image",
+        "localhost/cnitest/pause:latest",
+        "--cgroup-parent",
+        &p.cgroup_parent(),
+    ]);
+    p.run_detached(
+        "app",
+        &["--pod", "pod1"],
+        &image,
+        &[
+            "sh",
+            "-c",
+            "while true; do echo hello-from-pod | nc -l -p 80; done",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("podman run --pod: {e}"));
+    assert_eq!(fetch(&host, "10.236.7.1", 18090), "hello-from-pod");
+    p.ok(&["pod", "stop", "-t", "0", "pod1"]);
+    p.ok(&["pod", "start", "pod1"]);
+    assert_eq!(
+        fetch(&host, "10.236.7.1", 18090),
+        "hello-from-pod",
+        "after pod stop and start"
+    );
+    let data = p.inside("/var/lib/cni/networks");
+    assert_eq!(
+        host_local_reservations(&data, &net).len(),
+        1,
+        "one address per pod"
+    );
+    p.ok(&["pod", "rm", "-f", "-t", "0", "pod1"]);
+    let mut left: Vec<String> = host_local_reservations(&data, &net)
+        .into_iter()
+        .map(|ip| format!("reservation {ip}"))
+        .collect();
+    left.extend(
+        nft_set_elements(&host.nft_ruleset())
+            .into_iter()
+            .filter(|e| *e != br)
+            .map(|e| format!("nftables element {e}")),
+    );
+    let ports = host.ip_json(&["link", "show", "master", &br]);
+    left.extend(
+        ports
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|port| format!("port {} on {br}", port["ifname"])),
+    );
+    assert!(left.is_empty(), "left behind after pod rm: {left:#?}");
+    p.ok(&["network", "rm", &net]);
 }
