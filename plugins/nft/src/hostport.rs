@@ -13,6 +13,8 @@
 //!     set hairpin4 { type ipv4_addr . ipv4_addr }             # "cip . cip" when snat
 //!     set hairpin6 { type ipv6_addr . ipv6_addr }
 //!     set masqall4 { type ipv4_addr }, masqall6               # masqAll containers
+//!     map standby4 { type ipv4_addr . inet_proto . inet_service . ipv4_addr : inet_service }
+//!     map standby6                                            # host IP . port . container : port
 //!     set internal { type ifname }, internal_self             # cnm-shim --internal bridges
 //!     chain dnat {
 //!         meta nfproto ipv4 dnat ip to ip daddr . meta l4proto . th dport map @ip4
@@ -63,8 +65,11 @@
 //! re-ADD by the same owner is a no-op. Another attachment of the same
 //! container (podman and multus attach one container to several networks,
 //! each with its portmap) is not refused: the first holder serves the port,
-//! which reaches the same container. DEL removes only elements whose claim
-//! or comment names the caller.
+//! which reaches the same container, and the later one records its mappings
+//! as `standby` elements. When the holder's DEL (or GC) frees the port, the
+//! standby attachment is handed it in one transaction (claim and DNAT
+//! elements), as the reference's second rule would take over. DEL removes
+//! only elements whose claim or comment names the caller.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -78,7 +83,7 @@ use crate::expr::{
 };
 use crate::owner::{parse_owner, validate_owner, OwnedElements};
 use crate::query;
-use crate::retry;
+use crate::retry::{self, Plan};
 use crate::socket::NftSocket;
 use crate::sys::{
     NFTA_DATA_VALUE, NFTA_IMMEDIATE_DATA, NFTA_IMMEDIATE_DREG, NFT_REG_1, NFT_REG_2, NLA_F_NESTED,
@@ -103,9 +108,21 @@ const DNAT_CHAIN: &str = "dnat";
 /// Created last in the infrastructure transaction: present iff all is.
 const LAST_CHAIN: &str = "forward";
 /// Every per-attachment set of the table.
-const OWNED_SETS: [&str; 9] = [
-    CLAIMS, "ip4", "any4", "ip6", "any6", "hairpin4", "hairpin6", "masqall4", "masqall6",
+const OWNED_SETS: [&str; 11] = [
+    CLAIMS,
+    "ip4",
+    "any4",
+    "ip6",
+    "any6",
+    "hairpin4",
+    "hairpin6",
+    "masqall4",
+    "masqall6",
+    STANDBY_SETS[0],
+    STANDBY_SETS[1],
 ];
+/// Mappings of ports held by another attachment of the same container (see `add`).
+const STANDBY_SETS: [&str; 2] = ["standby4", "standby6"];
 
 // linux/netfilter/nf_tables.h
 const NFTA_FIB_DREG: u16 = 1;
@@ -386,6 +403,52 @@ fn map_key(m: &Mapping, lane: Option<&Lane>) -> (String, Element) {
     }
 }
 
+/// A standby mapping: `host IP . proto . port . container address` (the unspecified
+/// address for "any host IP") with the container port as data.
+fn standby_key(m: &Mapping) -> (String, Element) {
+    let v6 = m.dest.is_ipv6();
+    let host = m.host_ip.unwrap_or(if v6 {
+        IpAddr::from([0u8; 16])
+    } else {
+        IpAddr::from([0u8; 4])
+    });
+    let mut k = addr_bytes(&host);
+    k.extend(proto_port(m.proto, m.host_port));
+    k.extend(addr_bytes(&m.dest));
+    let el = Element::raw(k).with_data(m.dest_port.to_be_bytes().to_vec());
+    (format!("standby{}", sfx(v6)), el)
+}
+
+/// The mapping a standby element records (`None` for a malformed one).
+fn standby_mapping(el: &Element) -> Option<Mapping> {
+    let a = match el.key.len() {
+        16 => 4,
+        40 => 16,
+        _ => return None,
+    };
+    let addr = |b: &[u8]| -> IpAddr {
+        match <[u8; 4]>::try_from(b) {
+            Ok(v4) => IpAddr::from(v4),
+            Err(_) => IpAddr::from(<[u8; 16]>::try_from(b).unwrap_or_default()),
+        }
+    };
+    let k = &el.key;
+    let host = addr(&k[..a]);
+    let data = el.data.as_deref().filter(|d| d.len() >= 2)?;
+    Some(Mapping {
+        proto: k[a],
+        host_ip: (!host.is_unspecified()).then_some(host),
+        host_port: u16::from_be_bytes([k[a + 4], k[a + 5]]),
+        dest: addr(&k[a + 8..]),
+        dest_port: u16::from_be_bytes([data[0], data[1]]),
+    })
+}
+
+/// The (protocol, port) of a claim element.
+fn claim_port(el: &Element) -> Option<(u8, u16)> {
+    (el.key.len() == 8).then(|| (el.key[0], u16::from_be_bytes([el.key[4], el.key[5]])))
+}
+
 fn hairpin_key(ip: &IpAddr) -> (String, Element) {
     let mut k = addr_bytes(ip);
     k.extend(addr_bytes(ip));
@@ -426,9 +489,21 @@ fn set_specs() -> Vec<SetSpec> {
         set_spec("hairpin6", Concat(vec![Ipv6Addr, Ipv6Addr]), None),
         set_spec("masqall4", Ipv4Addr, None),
         set_spec("masqall6", Ipv6Addr, None),
+        standby_spec(false),
+        standby_spec(true),
         set_spec(INTERNAL_SET, IfName, None),
         set_spec(INTERNAL_SELF_SET, Concat(vec![IfName, IfName]), None),
     ]
+}
+
+fn standby_spec(v6: bool) -> SetSpec {
+    use KeyType::*;
+    let a = if v6 { Ipv6Addr } else { Ipv4Addr };
+    set_spec(
+        STANDBY_SETS[v6 as usize],
+        Concat(vec![a.clone(), InetProto, InetService, a]),
+        Some(InetService),
+    )
 }
 
 fn rule(chain: &str, exprs: Vec<Expr>, comment: Option<&str>) -> RuleSpec {
@@ -688,6 +763,8 @@ impl HostPorts {
             return Ok(());
         }
         let own = opts.used_lanes(maps);
+        // Set once a port is left to another attachment of the container (see below).
+        let mut standby = false;
         // The one read of the common path: is every chain whole (see `repair`)?
         let mut repair = !repair::Survey::read(&mut self.sock)?
             .damage(&own)
@@ -698,6 +775,12 @@ impl HostPorts {
             if repair {
                 fix = repair::plan(&mut self.sock, &mut b, &own)?;
                 repair = fix.found;
+            }
+            if standby {
+                // Tables made before standby sets existed get them here.
+                for v6 in [false, true] {
+                    b.add_set(&standby_spec(v6), Create::IfMissing);
+                }
             }
             // op index -> (want index, is delete)
             let mut ops: Vec<(usize, usize, bool)> = Vec::new();
@@ -756,9 +839,27 @@ impl HostPorts {
                     want[wi].replace = true;
                 } else if let Some(port) = w.port.filter(|_| same_container(&have, &tag)) {
                     // The container publishes this port through another of its attachments:
-                    // that one serves it (same container), this one stays out of its way.
+                    // that one serves it (same container), this one stays out of its way and
+                    // stands by to take the port over (not with conditions: a lane's
+                    // mappings are not handed over).
                     for x in want.iter_mut().filter(|x| x.port == Some(port)) {
                         x.done = true;
+                    }
+                    if opts.lane4.is_none() && opts.lane6.is_none() {
+                        for m in maps.iter().filter(|m| (m.proto, m.host_port) == port) {
+                            let (set, el) = standby_key(m);
+                            if !want.iter().any(|x| x.set == set && x.el.key == el.key) {
+                                want.push(Want {
+                                    set,
+                                    el: el.with_comment(&tag),
+                                    on_taken: OnTaken::Replace,
+                                    port: None,
+                                    done: false,
+                                    replace: false,
+                                });
+                            }
+                        }
+                        standby = true;
                     }
                 } else {
                     return Err(conflict(w, &have));
@@ -785,7 +886,9 @@ impl HostPorts {
         let Some(maps) = maps else {
             let sets = self.owned_sets()?;
             let victims = self.dump(&sets, |c| c == tag)?;
-            return self.delete(victims, Split::Never);
+            let freed = freed_ports(&victims);
+            self.delete(victims, Split::Never)?;
+            return self.promote(&freed);
         };
         let mut victims = Vec::new();
         let mut candidates: Vec<(String, Element)> = Vec::new();
@@ -821,6 +924,17 @@ impl HostPorts {
                 }
             }
         }
+        // Standby mappings (of ports another attachment of a container holds): few. Ours go;
+        // another's may take over a port we free.
+        let standby = self.dump(&STANDBY_SETS, |_| true)?;
+        let heirs = standby
+            .iter()
+            .any(|o| o.element.comment.as_deref() != Some(tag.as_str()));
+        victims.extend(
+            standby
+                .into_iter()
+                .filter(|o| o.element.comment.as_deref() == Some(tag.as_str())),
+        );
         match ips {
             Some(ips) => {
                 for ip in ips {
@@ -844,7 +958,13 @@ impl HostPorts {
                 }
             }
         }
-        self.delete(victims, Split::Never)
+        let freed = if heirs {
+            freed_ports(&victims)
+        } else {
+            Vec::new()
+        };
+        self.delete(victims, Split::Never)?;
+        self.promote(&freed)
     }
 
     /// Verifies that every element [`HostPorts::add`] makes for these
@@ -908,7 +1028,9 @@ impl HostPorts {
             .collect();
         owners.sort();
         owners.dedup();
+        let freed = freed_ports(&victims);
         self.delete(victims, Split::Chunks)?;
+        self.promote(&freed)?;
         Ok(owners)
     }
 
@@ -1007,6 +1129,67 @@ impl HostPorts {
         Ok(all)
     }
 
+    /// Hands each port of `freed` (its claim just removed) to a standby attachment of the
+    /// same container, if there is one: its claim and DNAT elements are added and its standby
+    /// elements removed, in one transaction under the ruleset generation. A port someone
+    /// claimed meanwhile stays theirs. With several standbys, the first owner tag wins.
+    fn promote(&mut self, freed: &[(u8, u16, String)]) -> Result<()> {
+        if freed.is_empty() {
+            return Ok(());
+        }
+        let gave_up = || {
+            "portmap: handing a freed port to a standby attachment: the ruleset kept changing"
+                .to_string()
+        };
+        retry::at_generation(&mut self.sock, retry::ATTEMPTS, gave_up, |sock| {
+            let standby = query::dump_elements(sock, FAMILY, TABLE, &STANDBY_SETS)?;
+            let mut b = Batch::new();
+            for (proto, port, container) in freed {
+                let mut cands: Vec<(&str, Mapping, &Owned)> = standby
+                    .iter()
+                    .filter_map(|se| {
+                        let owner = se.element.comment.as_deref()?;
+                        let m = standby_mapping(&se.element)?;
+                        let same = parse_owner(owner).is_some_and(|o| o.1 == container);
+                        (same && (m.proto, m.host_port) == (*proto, *port))
+                            .then_some((owner, m, se))
+                    })
+                    .collect();
+                cands.sort_by(|a, b| a.0.cmp(b.0));
+                let Some(heir) = cands.first().map(|c| c.0) else {
+                    continue;
+                };
+                let claim = claim_key(*proto, *port);
+                if query::get_element(sock, FAMILY, TABLE, CLAIMS, &claim)?.is_some() {
+                    continue;
+                }
+                b.add_element(
+                    FAMILY,
+                    TABLE,
+                    CLAIMS,
+                    &claim.with_comment(heir),
+                    Create::Exclusive,
+                );
+                for (_, m, se) in cands.iter().filter(|c| c.0 == heir) {
+                    let (set, key) = map_key(m, None);
+                    // A leftover without a claim (a kill between two transactions) is replaced.
+                    if let Some(old) = query::get_element(sock, FAMILY, TABLE, &set, &key)? {
+                        b.del_element(FAMILY, TABLE, &set, &old);
+                    }
+                    let el = key
+                        .with_data(addr_port(&m.dest, m.dest_port))
+                        .with_comment(heir);
+                    b.add_element(FAMILY, TABLE, &set, &el, Create::Exclusive);
+                    b.del_element(FAMILY, TABLE, &se.set, &se.element);
+                }
+            }
+            Ok(match b.is_empty() {
+                true => Plan::Done(()),
+                false => Plan::Commit(b, ()),
+            })
+        })
+    }
+
     fn delete(&mut self, victims: Vec<Owned>, split: Split<'_>) -> Result<()> {
         ELEMENTS.delete(&mut self.sock, victims, split)
     }
@@ -1075,6 +1258,19 @@ fn plan_add(tag: &str, maps: &[Mapping], opts: &Options) -> Result<Vec<Want>> {
         }
     }
     Ok(want)
+}
+
+/// The (protocol, port, container ID) of every claim among `victims`.
+fn freed_ports(victims: &[Owned]) -> Vec<(u8, u16, String)> {
+    victims
+        .iter()
+        .filter(|o| o.set == CLAIMS)
+        .filter_map(|o| {
+            let (proto, port) = claim_port(&o.element)?;
+            let owner = parse_owner(o.element.comment.as_deref()?)?;
+            Some((proto, port, owner.1.to_string()))
+        })
+        .collect()
 }
 
 /// Whether `have` belongs to another attachment (network or interface) of the container
@@ -1187,6 +1383,26 @@ mod tests {
             "10.0.0.2:80"
         );
         assert_eq!(addr_port(&"fd00::2".parse().unwrap(), 80).len(), 20);
+    }
+
+    #[test]
+    fn standby_elements_round_trip() {
+        for (host, dest) in [
+            (None, "10.0.0.2"),
+            (Some("10.9.9.9"), "10.0.0.2"),
+            (None, "fd00::2"),
+            (Some("fd00::9"), "fd00::2"),
+        ] {
+            let mut want = m(host, dest);
+            want.dest_port = 8080;
+            let (set, el) = standby_key(&want);
+            assert_eq!(set, format!("standby{}", sfx(want.dest.is_ipv6())));
+            let spec = set_specs().into_iter().find(|s| s.name == set).unwrap();
+            assert_eq!(el.key.len() as u32, spec.key.raw().1, "{set} key length");
+            assert_eq!(standby_mapping(&el), Some(want));
+        }
+        assert_eq!(standby_mapping(&Element::raw(vec![0; 7])), None);
+        assert_eq!(standby_mapping(&Element::raw(vec![0; 16])), None, "no data");
     }
 
     #[test]

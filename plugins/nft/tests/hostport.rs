@@ -108,18 +108,7 @@ fn a_second_attachment_of_the_same_container_shares_its_ports() {
             snat: true,
             ..Default::default()
         };
-        let a = ("neta", "ctr1", "eth0");
-        let b = ("netb", "ctr1", "eth1");
-        let on_a = [
-            m(6, None, 18080, "10.213.1.2", 80),
-            m(6, None, 18081, "10.213.1.2", 81),
-        ];
-        // Port 18082 is only b's: b must still publish it.
-        let on_b = [
-            m(6, None, 18080, "10.214.1.2", 80),
-            m(6, None, 18081, "10.214.1.2", 81),
-            m(6, None, 18082, "10.214.1.2", 82),
-        ];
+        let (a, b, on_a, on_b) = two_attachments();
         h.add(a, &on_a, &opts).unwrap();
         h.add(b, &on_b, &opts).unwrap();
         h.add(b, &on_b, &opts).unwrap(); // idempotent
@@ -129,6 +118,7 @@ fn a_second_attachment_of_the_same_container_shares_its_ports() {
             "tcp . 18081 comment \"neta ctr1 eth0\" : 10.213.1.2 . 81",
             "tcp . 18082 comment \"netb ctr1 eth1\" : 10.214.1.2 . 82",
             "10.214.1.2 . 10.214.1.2 comment \"netb ctr1 eth1\"",
+            "0.0.0.0 . tcp . 18080 . 10.214.1.2 comment \"netb ctr1 eth1\" : 80",
         ] {
             assert!(s.contains(want), "missing {want:?} in\n{s}");
         }
@@ -156,6 +146,86 @@ fn a_second_attachment_of_the_same_container_shares_its_ports() {
         h.del(a, Some(&on_a), None, &opts).unwrap();
         assert!(h.list().unwrap().is_empty(), "{}", list());
     });
+}
+
+/// Container ctr1 on neta (eth0) and netb (eth1), both asked for 18080 and 18081; 18082
+/// only on netb.
+#[allow(clippy::type_complexity)]
+fn two_attachments() -> (
+    (&'static str, &'static str, &'static str),
+    (&'static str, &'static str, &'static str),
+    Vec<Mapping>,
+    Vec<Mapping>,
+) {
+    (
+        ("neta", "ctr1", "eth0"),
+        ("netb", "ctr1", "eth1"),
+        vec![
+            m(6, None, 18080, "10.213.1.2", 80),
+            m(6, Some("10.9.9.9"), 18081, "10.213.1.2", 81),
+        ],
+        vec![
+            m(6, None, 18080, "10.214.1.2", 80),
+            m(6, Some("10.9.9.9"), 18081, "10.214.1.2", 81),
+            m(6, None, 18082, "10.214.1.2", 82),
+        ],
+    )
+}
+
+/// The holder goes first (`podman network disconnect` of the first network, or GC of its
+/// attachment): the other attachment of the container takes the ports over, and then
+/// removes them with its own DEL.
+#[test]
+fn the_standby_attachment_takes_over_when_the_holder_goes() {
+    for by_gc in [false, true] {
+        in_netns(move || {
+            let mut h = HostPorts::new().unwrap();
+            let opts = Options::default();
+            let (a, b, on_a, on_b) = two_attachments();
+            h.add(a, &on_a, &opts).unwrap();
+            // A table made by a version without standby sets: b's ADD makes them.
+            for set in ["standby4", "standby6"] {
+                let st = std::process::Command::new("nft")
+                    .args(["delete", "set", "inet", TABLE, set])
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+            h.add(b, &on_b, &opts).unwrap();
+            if by_gc {
+                let gone = h.gc("neta", &|_, _| false).unwrap();
+                assert_eq!(gone, ["neta ctr1 eth0"]);
+            } else {
+                h.del(a, Some(&on_a), None, &opts).unwrap();
+            }
+            let s = list();
+            for want in [
+                "tcp . 18080 comment \"netb ctr1 eth1\" : 10.214.1.2 . 80",
+                "10.9.9.9 . tcp . 18081 comment \"netb ctr1 eth1\" : 10.214.1.2 . 81",
+                "tcp . 18082 comment \"netb ctr1 eth1\" : 10.214.1.2 . 82",
+            ] {
+                assert!(s.contains(want), "gc={by_gc}: missing {want:?} in\n{s}");
+            }
+            let left = h.list().unwrap();
+            assert!(
+                left.iter().all(|o| !o.set.starts_with("standby")
+                    && o.element.comment.as_deref() == Some("netb ctr1 eth1")),
+                "gc={by_gc}: {left:?}"
+            );
+            h.check(b, &on_b, &opts).unwrap();
+            // Another container is refused by the new holder's name.
+            let e = h
+                .add(
+                    ("netc", "ctr2", "eth0"),
+                    &[m(6, None, 18080, "10.215.1.3", 80)],
+                    &opts,
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains("netb/ctr1/eth1"), "{e}");
+            h.del(b, Some(&on_b), None, &opts).unwrap();
+            assert!(h.list().unwrap().is_empty(), "gc={by_gc}: {}", list());
+        });
+    }
 }
 
 #[test]

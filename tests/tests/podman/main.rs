@@ -1,8 +1,8 @@
 //! podman on its CNI backend with only our plugins in `cni_plugin_dirs`: the conflists
 //! `podman network create` writes (bridge, portmap, firewall, tuning; cniVersion 0.4.0), a
 //! container on two networks publishing a port (each network's portmap is asked for it), a
-//! static IP (`--ip`, the `ips` capability), `network disconnect`/`connect` and `restart` of a
-//! running container, a port conflict with another container, and nothing left after `rm`.
+//! static IP (`--ip`, the `ips` capability), `network disconnect`/`connect` (of the network
+//! holding the port too: the other takes it over) and `restart` of a running container, a port conflict with another container, and nothing left after `rm`.
 //!
 //! Needs root, podman 4 (with conmon and runc), nsenter/unshare, nft and busybox; the binaries
 //! built first (`cargo build --workspace --bins`).
@@ -18,11 +18,19 @@ use serde_json::Value;
 fn fetch(host: &Netns, addr: &str, port: u16) -> String {
     let mut got = String::new();
     poll_until(Duration::from_secs(10), || {
-        let out = host.exec(&["sh", "-c", &format!("echo | busybox nc -w 3 {addr} {port}")]);
+        // podman's conmon listens on published host ports to reserve them: a port without
+        // DNAT connects there and never answers, so the whole exchange is time-limited.
+        let cmd = format!("echo | timeout 5 busybox nc -w 3 {addr} {port}");
+        let out = host.exec(&["sh", "-c", &cmd]);
         got = String::from_utf8_lossy(&out.stdout).trim().to_string();
         !got.is_empty()
     });
     got
+}
+
+/// The published ports' claims as `nft` lists them (their comments name the holder).
+fn nft_claims(host: &Netns) -> String {
+    host.sh(&["nft", "list", "set", "inet", "cni_rs_ports", "claims"])
 }
 
 /// The bridge podman picked for `net`, from the conflist it wrote.
@@ -134,6 +142,19 @@ fn podman_cni_backend_two_networks_ports_static_ip_and_cleanup() {
         "hello-from-srv",
         "after reconnect"
     );
+    // The network whose attachment holds the port goes: the other one takes the port over.
+    p.ok(&["network", "disconnect", &net_a, "srv"]);
+    assert_eq!(
+        fetch(&host, "10.236.1.1", 18080),
+        "hello-from-srv",
+        "after the holding network left"
+    );
+    let held_by = nft_claims(&host);
+    assert!(
+        held_by.contains(&net_b) && !held_by.contains(&net_a),
+        "{held_by}"
+    );
+    p.ok(&["network", "connect", &net_a, "srv"]);
     p.ok(&["restart", "-t", "0", "srv"]);
     let srv_a2 = p.ip("srv", &net_a);
     assert_eq!(
