@@ -8,18 +8,23 @@ const ROOT: &str = "/sys/fs/cgroup";
 
 /// Removes the cgroup `name` (a top-level one, with everything below it) from every hierarchy:
 /// cgroup v2 (`/sys/fs/cgroup/<name>`) and each v1 controller (`/sys/fs/cgroup/<ctl>/<name>`).
-/// Best effort: a cgroup that still has processes stays (rmdir fails with EBUSY).
+/// A cgroup whose last processes are still exiting (a container killed a moment ago) cannot
+/// be removed yet (EBUSY): this retries for up to 10 s, then leaves it.
 pub fn remove_cgroup(name: &str) {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return; // never anything but one test-made top-level name
     }
-    let mut tops = vec![Path::new(ROOT).join(name)];
-    for e in std::fs::read_dir(ROOT).into_iter().flatten().flatten() {
-        tops.push(e.path().join(name));
-    }
-    for top in tops.iter().filter(|t| t.is_dir()) {
-        remove_tree(top);
-    }
+    crate::poll_until(std::time::Duration::from_secs(10), || {
+        let mut tops = vec![Path::new(ROOT).join(name)];
+        for e in std::fs::read_dir(ROOT).into_iter().flatten().flatten() {
+            tops.push(e.path().join(name));
+        }
+        let tops: Vec<PathBuf> = tops.into_iter().filter(|t| t.is_dir()).collect();
+        for top in &tops {
+            remove_tree(top);
+        }
+        tops.iter().all(|t| !t.exists())
+    });
 }
 
 /// rmdir bottom-up: cgroupfs only allows removing empty cgroups, and their files go with them.
