@@ -120,12 +120,9 @@ fn teardown_masq(
 }
 
 /// Drops the forwarding state (isolation elements, DOCKER-USER accepts) of a bridge that no
-/// longer exists, e.g. deleted by hand: nothing else would ever remove it. A bridge that exists
-/// keeps it, whoever else uses it.
-pub fn gc_bridge_gone(bridge: &str, bridge_exists: bool) -> Result<(), CniError> {
-    if bridge_exists {
-        return Ok(());
-    }
+/// longer exists, e.g. deleted by hand: nothing else would ever remove it. (A bridge that
+/// exists keeps it, whoever else uses it.)
+pub fn gc_gone_bridge(bridge: &str) -> Result<(), CniError> {
     cni_nft::forward::remove_bridge_forwarding(bridge).map_err(|e| {
         nft_err(e).context(format!("GC of forwarding state of gone bridge {bridge:?}"))
     })

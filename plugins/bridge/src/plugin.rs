@@ -23,12 +23,11 @@ fn gc(req: &Request) -> Result<(), CniError> {
     if let Err(e) = firewall::gc(&conf, &valid) {
         errs.push(e.to_string());
     }
-    let exists = cni_netlink::Netlink::new()
-        .and_then(|mut nl| nl.link_by_name(&conf.bridge))
-        .map(|l| l.is_some());
-    match exists {
-        Ok(exists) => {
-            if let Err(e) = firewall::gc_bridge_gone(&conf.bridge, exists) {
+    let bridge = cni_netlink::Netlink::new().and_then(|mut nl| nl.link_by_name(&conf.bridge));
+    match bridge {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            if let Err(e) = firewall::gc_gone_bridge(&conf.bridge) {
                 errs.push(e.to_string());
             }
         }

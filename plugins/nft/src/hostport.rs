@@ -426,27 +426,25 @@ fn standby_mapping(el: &Element) -> Option<Mapping> {
         40 => 16,
         _ => return None,
     };
-    let addr = |b: &[u8]| -> IpAddr {
-        match <[u8; 4]>::try_from(b) {
-            Ok(v4) => IpAddr::from(v4),
-            Err(_) => IpAddr::from(<[u8; 16]>::try_from(b).unwrap_or_default()),
-        }
-    };
     let k = &el.key;
-    let host = addr(&k[..a]);
+    let host = ip_from_bytes(&k[..a])?;
+    let (proto, host_port) = parse_proto_port(&k[a..a + 8])?;
     let data = el.data.as_deref().filter(|d| d.len() >= 2)?;
     Some(Mapping {
-        proto: k[a],
+        proto,
         host_ip: (!host.is_unspecified()).then_some(host),
-        host_port: u16::from_be_bytes([k[a + 4], k[a + 5]]),
-        dest: addr(&k[a + 8..]),
+        host_port,
+        dest: ip_from_bytes(&k[a + 8..])?,
         dest_port: u16::from_be_bytes([data[0], data[1]]),
     })
 }
 
-/// The (protocol, port) of a claim element.
-fn claim_port(el: &Element) -> Option<(u8, u16)> {
-    (el.key.len() == 8).then(|| (el.key[0], u16::from_be_bytes([el.key[4], el.key[5]])))
+/// The inverse of [`proto_port`].
+fn parse_proto_port(b: &[u8]) -> Option<(u8, u16)> {
+    match b {
+        [p, 0, 0, 0, hi, lo, 0, 0] => Some((*p, u16::from_be_bytes([*hi, *lo]))),
+        _ => None,
+    }
 }
 
 fn hairpin_key(ip: &IpAddr) -> (String, Element) {
@@ -1266,7 +1264,7 @@ fn freed_ports(victims: &[Owned]) -> Vec<(u8, u16, String)> {
         .iter()
         .filter(|o| o.set == CLAIMS)
         .filter_map(|o| {
-            let (proto, port) = claim_port(&o.element)?;
+            let (proto, port) = parse_proto_port(&o.element.key)?;
             let owner = parse_owner(o.element.comment.as_deref()?)?;
             Some((proto, port, owner.1.to_string()))
         })
@@ -1323,27 +1321,15 @@ fn describe_data(d: &[u8]) -> String {
 /// `[fd00::1]:8080/tcp`; `None` for keys of another shape.
 pub(crate) fn port_key_label(k: &[u8]) -> Option<String> {
     let pp = |k: &[u8]| -> Option<String> {
-        match k {
-            [p @ (6 | 17 | 132), 0, 0, 0, a, b, 0, 0] => Some(format!(
-                "{}/{}",
-                u16::from_be_bytes([*a, *b]),
-                proto_name(*p)
-            )),
+        match parse_proto_port(k)? {
+            (p @ (6 | 17 | 132), port) => Some(format!("{port}/{}", proto_name(p))),
             _ => None,
         }
     };
     match k.len() {
         8 => pp(k),
-        12 => Some(format!(
-            "{}:{}",
-            IpAddr::from(<[u8; 4]>::try_from(&k[..4]).ok()?),
-            pp(&k[4..])?
-        )),
-        24 => Some(format!(
-            "[{}]:{}",
-            IpAddr::from(<[u8; 16]>::try_from(&k[..16]).ok()?),
-            pp(&k[16..])?
-        )),
+        12 => Some(format!("{}:{}", ip_from_bytes(&k[..4])?, pp(&k[4..])?)),
+        24 => Some(format!("[{}]:{}", ip_from_bytes(&k[..16])?, pp(&k[16..])?)),
         _ => None,
     }
 }

@@ -317,15 +317,7 @@ impl Element {
 
     /// The key as an IP address, if it is 4 or 16 bytes long.
     pub fn key_ip(&self) -> Option<IpAddr> {
-        match self.key.len() {
-            4 => <[u8; 4]>::try_from(self.key.as_slice())
-                .ok()
-                .map(IpAddr::from),
-            16 => <[u8; 16]>::try_from(self.key.as_slice())
-                .ok()
-                .map(IpAddr::from),
-            _ => None,
-        }
+        ip_from_bytes(&self.key)
     }
 
     /// Human-readable key for error messages.
@@ -412,6 +404,15 @@ pub struct ChainInfo {
     pub policy_drop: Option<bool>,
     /// The chain's comment (userdata), which a rule flush leaves in place.
     pub comment: Option<String>,
+}
+
+/// An address from its 4 or 16 bytes in network order (`None` for any other length).
+pub(crate) fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
